@@ -1,0 +1,189 @@
+"""Transformer forward speed and memory: ours vs diffusers' PixArtTransformer2DModel on identical weights.
+
+Full-width (1152 wide, 16 heads x 72, 4096-d captions) model of `--depth` blocks, batch 2, fp32, CPU by
+default. For each image size it times one forward pass of each implementation (best of `--repeats`, after a
+warm-up) and measures peak memory, then times our model with KV compression on in every block (conv, 2x) vs
+off. Prints a markdown table of ratios; ratios < 1 mean ours is faster / smaller.
+
+Peak memory is what the forward pass adds on top of the weights and inputs: on CPU the highest resident set
+size seen by a 1 ms sampling thread during the timed calls minus the RSS just before them; on CUDA
+`max_memory_allocated` minus the allocation before them. Each measurement runs in a fresh subprocess.
+
+    python benchmarks/transformer.py                       # 1024² and 2048² images (4,096 and 16,384 tokens)
+    python benchmarks/transformer.py --sizes 512 --depth 1 # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+from pixart.config import ModelConfig
+from pixart.convert import config_to_diffusers, ours_to_diffusers
+from pixart.model import PixArtSigma
+
+
+def build(kind: str, depth: int, seed: int = 0):
+    """Our model (`ours`, `ours-kv`) or diffusers' (`diffusers`), all holding the same random weights."""
+    cfg = ModelConfig(depth=depth, sample_size=128, pe_interpolation=2.0)
+    torch.manual_seed(seed)
+    model = PixArtSigma(cfg)
+    with torch.no_grad():  # non-zero output layers, so the whole network is exercised
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    if kind == "ours-kv":
+        model.enable_kv_compression(list(range(depth)), factor=2, sampling="conv")
+    if kind != "diffusers":
+        return model.eval()
+    from diffusers import PixArtTransformer2DModel
+
+    ref = PixArtTransformer2DModel(**{k: v for k, v in config_to_diffusers(cfg).items() if not k.startswith("_")})
+    sd = ours_to_diffusers(model.state_dict(), cfg)
+    sd.pop("caption_projection.y_embedding")
+    ref.load_state_dict(sd, strict=True)
+    return ref.eval()
+
+
+class RssSampler:
+    """Highest resident set size of this process while the context is open, sampled every millisecond."""
+
+    def __init__(self):
+        import threading
+
+        self.peak = self.current()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _poll(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self.current())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def measure(kind: str, size: int, depth: int, batch: int, repeats: int, device: str) -> dict:
+    """Run in a fresh process: time and peak memory of one forward of `kind` at `size` px images."""
+    model = build(kind, depth).to(device)
+    gen = torch.Generator().manual_seed(1)
+    latent = size // 8
+    x = torch.randn(batch, 4, latent, latent, generator=gen).to(device)
+    t = torch.tensor([500.0] * batch, device=device)
+    caption = torch.randn(batch, 300, 4096, generator=gen).to(device)
+    mask = torch.ones(batch, 300, dtype=torch.long, device=device)
+    mask[:, 120:] = 0
+
+    def forward():
+        if kind == "diffusers":
+            return model(
+                x,
+                encoder_hidden_states=caption,
+                encoder_attention_mask=mask,
+                timestep=t,
+                added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                return_dict=False,
+            )[0]
+        return model(x, t, caption, mask)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    cuda = device.startswith("cuda")
+    with torch.inference_mode():
+        forward()  # warm-up (kernels, caches)
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if cuda else RssSampler.current()
+        times = []
+        with RssSampler() as sampler:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                forward()
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+        peak = torch.cuda.max_memory_allocated() if cuda else sampler.peak
+    return {"seconds": min(times), "forward_peak_bytes": peak - base}
+
+
+def run_isolated(kind: str, size: int, args) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_child",
+        kind,
+        "--sizes",
+        str(size),
+        "--depth",
+        str(args.depth),
+        "--batch",
+        str(args.batch),
+        "--repeats",
+        str(args.repeats),
+        "--device",
+        args.device,
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1024,2048", help="comma-separated square image sizes in pixels")
+    parser.add_argument("--depth", type=int, default=2, help="number of transformer blocks")
+    parser.add_argument("--batch", type=int, default=2, help="batch size")
+    parser.add_argument("--repeats", type=int, default=2, help="timed forwards per measurement (best is kept)")
+    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args._child:
+        print(json.dumps(measure(args._child, sizes[0], args.depth, args.batch, args.repeats, args.device)))
+        return
+
+    print(
+        f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, depth {args.depth}, "
+        f"batch {args.batch}, fp32\n"
+    )
+    print(
+        "| image | tokens | ours s | diffusers s | ours/diffusers time | ours MiB | diffusers MiB | "
+        "ours/diffusers mem | KV on s | KV on/off time | KV on MiB | KV on/off mem |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        r = {kind: run_isolated(kind, size, args) for kind in ("ours", "diffusers", "ours-kv")}
+
+        mem = {kind: r[kind]["forward_peak_bytes"] for kind in r}
+        tokens = (size // 16) ** 2
+        mib = 2**20
+        print(
+            f"| {size}² | {tokens:,} | {r['ours']['seconds']:.2f} | {r['diffusers']['seconds']:.2f} | "
+            f"{r['ours']['seconds'] / r['diffusers']['seconds']:.2f} | {mem['ours'] / mib:.0f} | "
+            f"{mem['diffusers'] / mib:.0f} | {mem['ours'] / mem['diffusers']:.2f} | "
+            f"{r['ours-kv']['seconds']:.2f} | {r['ours-kv']['seconds'] / r['ours']['seconds']:.2f} | "
+            f"{mem['ours-kv'] / mib:.0f} | {mem['ours-kv'] / mem['ours']:.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
