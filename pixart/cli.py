@@ -2,7 +2,7 @@
 
 Each subcommand lives in `pixart/commands/<name>.py` with `add_arguments(parser)` and `run(args) -> int`.
 Those modules import torch only inside `run`, so `pixart --help` is instant. Errors a user can fix
-(`ValueError`, `FileNotFoundError`, ...) become one `error: ...` line and exit code 2; anything else is a
+(`ValueError`, `OSError` such as a missing file, ...) become one `error: ...` line and exit code 2; anything else is a
 bug and keeps its traceback.
 """
 
@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": "generate images from text prompts",
     "info": "print a model's config and parameter count",
     "convert": "convert a transformer checkpoint between the official, diffusers and pixart layouts",
+    "train": "train or fine-tune a transformer from a config file",
 }
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._module.run(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as e:
+    except (UserError, ValueError, OSError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ def _pop(sd: dict, key: str, layout: str) -> Tensor:
 
 
 def official_to_ours(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Official checkpoint -> ours: strip DDP/EMA prefixes, drop the fixed `pos_embed`."""
+    """Official checkpoint -> ours: strip the DDP `module.` prefix, drop the fixed `pos_embed`."""
     out = {}
     for key, value in sd.items():
         key = key.removeprefix("module.")
@@ -254,7 +254,12 @@ def infer_config(sd: dict[str, Tensor], base: ModelConfig | None = None) -> Mode
         kv = {}
     else:
         kv = {"kv_compress_layers": ()}
-    heads = base.num_heads if hidden == base.hidden_size else max(1, hidden // 72)
+    # 72-wide heads as in every released model; the largest head count <= hidden/72 that divides the width.
+    heads = (
+        base.num_heads
+        if hidden == base.hidden_size
+        else next(h for h in range(max(1, hidden // 72), 0, -1) if hidden % h == 0)
+    )
     max_tokens = sd["y_embedder.y_embedding"].shape[0] if "y_embedder.y_embedding" in sd else base.max_tokens
     return base.replace(
         depth=depth,
