@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": "generate images from text prompts",
     "info": "print a model's config and parameter count",
     "convert": "convert a transformer checkpoint between the official, diffusers and pixart layouts",
+    "prepare": "encode a dataset into a feature cache (T5 features + VAE latents) for training",
     "train": "train or fine-tune a transformer from a config file",
 }
 

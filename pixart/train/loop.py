@@ -1,0 +1,342 @@
+"""The training loop: `main(cfg)` and its named helpers (DiT's train.py shape, with accelerate for devices).
+
+One optimizer step consumes one global batch from `BucketBatchSampler` (all processes, all accumulation steps):
+each process takes its contiguous shard, splits it into `grad_accum` micro-batches, and accelerate averages
+gradients over processes, so N processes compute exactly the step one process would with the same global
+batch. Noise, timesteps and caption dropout come from a generator seeded by (seed, step) and drawn for the
+whole global batch before sharding, for the same reason; with the sampler's saved position this makes a
+resumed run repeat the loss sequence of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator, shard
+from pixart.diffusion.losses import GaussianDiffusion
+from pixart.train.config import TrainConfig
+from pixart.train.optim import (
+    build_optimizer,
+    effective_lr,
+    ema_state_dict,
+    init_ema,
+    lr_at,
+    set_lr,
+    update_ema,
+)
+from pixart.train.state import TrainerState, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+STREAM_STEP = 16  # random stream of per-step draws; sample streams (pixart.data.sampler) use small numbers
+
+
+# ---- building blocks ----------------------------------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig):
+    """The transformer to train: a preset (+ overrides) from scratch, or `init_from` a checkpoint, then the
+    weak-to-strong changes the config asks for (new native resolution / PE scale, KV compression on)."""
+    from pixart.config import ModelConfig, get_preset
+    from pixart.model import PixArtSigma
+
+    m = cfg.model
+    if m.init_from:
+        from pixart.checkpoint import load_transformer
+
+        model = load_transformer(m.init_from, preset=m.preset or None)
+        shape_free = {"class_dropout_prob"}  # overrides that cannot change a weight's shape
+        bad = sorted(set(m.config) - shape_free)
+        if bad:
+            raise ValueError(
+                f"model.config keys {bad} cannot change a model loaded with init_from; allowed: {sorted(shape_free)}"
+            )
+        model.cfg = model.cfg.replace(**m.config)
+    else:
+        model_cfg = ModelConfig.from_dict({**get_preset(m.preset).to_dict(), **m.config})
+        model = PixArtSigma(model_cfg)
+    if m.sample_size or m.pe_interpolation:  # stage (b): resolution up; only the PE depends on these
+        model.cfg = model.cfg.replace(
+            sample_size=m.sample_size or model.cfg.sample_size,
+            pe_interpolation=m.pe_interpolation or model.cfg.pe_interpolation,
+        )
+    if m.kv_compress_layers:  # stage (c): KV compression on, average-initialised
+        model.enable_kv_compression(m.kv_compress_layers, m.kv_compress_factor, m.kv_compress_sampling)
+    model.set_gradient_checkpointing(m.gradient_checkpointing)
+    if cfg.lora.rank:
+        from pixart.train.lora import DEFAULT_TARGETS, add_lora
+
+        add_lora(model, cfg.lora.rank, cfg.lora.alpha or None, cfg.lora.targets or DEFAULT_TARGETS)
+    return model
+
+
+def build_dataset(cfg: TrainConfig, model_cfg):
+    """(dataset, collate) for the cache or the raw data, bucketed by the configured bin table."""
+    from pixart.data import buckets
+
+    bins = (
+        buckets.bins_for(cfg.data.resolution)
+        if cfg.data.multi_scale
+        else buckets.fixed_bins(cfg.data.resolution, cfg.data.resolution)
+    )
+    if cfg.data.cache:
+        from pixart.data.cache import CachedDataset, collate_cached
+
+        dataset = CachedDataset(
+            cfg.data.cache,
+            long_caption_ratio=cfg.data.long_caption_ratio,
+            seed=cfg.seed,
+            max_tokens=cfg.data.max_tokens,
+        )
+        return dataset, collate_cached
+    from pixart.data.dataset import ImageCaptionDataset, collate
+
+    return ImageCaptionDataset(
+        cfg.data.path, bins, long_caption_ratio=cfg.data.long_caption_ratio, seed=cfg.seed
+    ), collate
+
+
+class Encoders:
+    """Frozen T5 and VAE for raw-image training; not needed with a feature cache."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        from pixart.text import TextEncoder
+        from pixart.vae import VAE
+
+        if not (cfg.data.text_encoder and cfg.data.vae):
+            raise ValueError(
+                "training on raw images needs data.text_encoder and data.vae folders "
+                "(or prepare a feature cache with `pixart prepare` and set data.cache)"
+            )
+        self.text = TextEncoder.from_folder(cfg.data.text_encoder, max_length=cfg.data.max_tokens, device=device)
+        self.vae = VAE.from_folder(cfg.data.vae, device=device)
+
+    @torch.no_grad()
+    def latents(self, pixels: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """Scaled latents sampled from the VAE posterior, (B, C, H/8, W/8)."""
+        posterior = self.vae.model.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
+        noise = torch.stack([torch.randn(posterior.mean.shape[1:], generator=g) for g in generators])
+        return (posterior.mean + posterior.std * noise.to(posterior.mean)).float() * self.vae.scaling_factor
+
+    @torch.no_grad()
+    def captions(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        return self.text.encode(texts)
+
+
+def model_inputs(batch: dict, encoders: Encoders | None, seed: int, epoch: int, device) -> tuple:
+    """(x0 latents, caption features, caption mask) of a local batch, on `device`.
+
+    The VAE posterior sample of each image is drawn from its own (seed, epoch, index) stream, as the cache's
+    latents are, so it does not depend on how the batch is split over processes.
+    """
+    if "latent" in batch:  # cache: latents already sampled from the stored mean/std and scaled
+        return batch["latent"].to(device), batch["caption"].to(device), batch["caption_mask"].to(device)
+    generators = [sample_generator(seed, epoch, int(i), STREAM_NOISE) for i in batch["index"]]
+    x0 = encoders.latents(batch["pixels"].to(device), generators)
+    caption, mask = encoders.captions(batch["caption"])
+    return x0, caption.to(device), mask.to(device)
+
+
+def step_randomness(cfg: TrainConfig, step: int, latent_shape: tuple, num_timesteps: int, dropout: float):
+    """Noise, timesteps and caption-dropout flags of one optimizer step, drawn for the whole global batch."""
+    gen = sample_generator(cfg.seed, step, 0, STREAM_STEP)
+    t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=gen)
+    drop = torch.rand(cfg.batch_size, generator=gen) < dropout
+    noise = torch.randn((cfg.batch_size, *latent_shape), generator=gen)
+    return noise, t, drop
+
+
+# ---- logging -----------------------------------------------------------------------------------------------------
+
+
+class CsvLog:
+    """Appends one row per logged step; also to TensorBoard when it is installed."""
+
+    FIELDS = ["step", "loss", "mse", "vb", "lr", "grad_norm", "images_per_s", "epoch", "time"]
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled, self.tb = path, enabled, None
+        if not enabled:
+            return
+        new = not path.exists()
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+        if new:
+            self.writer.writeheader()
+        with contextlib.suppress(ImportError):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "time"):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows past `step` (written after the checkpoint a resumed run restarts from)."""
+        if not self.enabled or not self.path.exists():
+            return
+        self.file.close()
+        with self.path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        self.file = self.path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+
+
+# ---- the loop ------------------------------------------------------------------------------------------------------
+
+
+def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
+    """Train until `cfg.max_steps` (or `stop_after` more steps, for tests); returns the losses of the steps run."""
+    from accelerate import Accelerator
+
+    cfg.validate()
+    # On a machine without an accelerator, say so: accelerate then runs torchrun'd processes with gloo.
+    no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=no_gpu)
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    out = Path(cfg.output_dir)
+    ckpt_root = out / "checkpoints"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_partial(ckpt_root)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ValueError(
+            f"batch_size={cfg.batch_size} must be divisible by processes x grad_accum = {world} x {cfg.grad_accum}"
+        )
+
+    torch.manual_seed(cfg.seed)  # the initial weights of a model trained from scratch
+    model = build_model(cfg)
+    dataset, collate = build_dataset(cfg, model.cfg)
+    sampler = BucketBatchSampler(dataset.bucket_keys(), cfg.batch_size, seed=cfg.seed)
+    peak_lr = effective_lr(cfg.optim, cfg.batch_size)
+    optimizer = build_optimizer(model, cfg.optim, peak_lr)
+    ema = init_ema(model) if cfg.ema_decay > 0 else None
+    diffusion = GaussianDiffusion.linear(1000)
+    step = 0
+
+    resume_from = latest_checkpoint(ckpt_root)
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None and ckpt["ema"] is not None:
+            ema = {k: ckpt["ema"][k].float() for k in ema}
+        sampler.load_state_dict(ckpt["state"].sampler)
+        step = ckpt["state"].step
+        logger.info("resumed from %s at step %d", resume_from, step)
+
+    encoders = None if cfg.data.cache else Encoders(cfg, device)
+    train_model = torch.compile(model) if cfg.compile else model
+    train_model, optimizer = accelerator.prepare(train_model, optimizer)
+    train_model.train()
+    log = CsvLog(out / "log.csv", accelerator.is_main_process)
+    log.truncate_after(step)
+
+    losses: list[float] = []
+    last_time, images_since = time.perf_counter(), 0
+    end = cfg.max_steps if stop_after is None else min(cfg.max_steps, step + stop_after)
+    while step < end:
+        epoch = sampler.epoch if sampler.batches_done < len(sampler) else sampler.epoch + 1
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        for global_batch in sampler:
+            step += 1
+            set_lr(optimizer, lr_at(step, peak_lr, cfg.optim.warmup_steps))
+            local = shard(global_batch, rank, world)
+            batch = collate([dataset[i] for i in local])
+            x0, caption, mask = model_inputs(batch, encoders, cfg.seed, sampler.epoch, device)
+            noise_all, t_all, drop_all = step_randomness(
+                cfg, step, tuple(x0.shape[1:]), diffusion.num_timesteps, model.cfg.class_dropout_prob
+            )
+            lo = rank * len(local)
+            noise, t, drop = (v[lo : lo + len(local)].to(device) for v in (noise_all, t_all, drop_all))
+
+            step_loss = {"loss": 0.0, "mse": 0.0, "vb": 0.0}
+            micro = len(local) // cfg.grad_accum
+            for k in range(cfg.grad_accum):
+                sl = slice(k * micro, (k + 1) * micro)
+                sync = k == cfg.grad_accum - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(train_model):
+                    xt = diffusion.q_sample(x0[sl], t[sl], noise[sl])
+                    out_ = train_model(xt, t[sl], caption[sl], mask[sl], drop_caption=drop[sl])
+                    terms = diffusion.training_losses(out_.float(), x0[sl], xt, noise[sl], t[sl])
+                    loss = terms["loss"].mean() / cfg.grad_accum
+                    accelerator.backward(loss)
+                for name in step_loss:
+                    step_loss[name] += terms[name].mean().item() / cfg.grad_accum
+            grad_norm = accelerator.clip_grad_norm_(train_model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                update_ema(ema, accelerator.unwrap_model(train_model), cfg.ema_decay)
+
+            reduced = accelerator.reduce(
+                torch.tensor([step_loss["loss"], step_loss["mse"], step_loss["vb"]], device=device), reduction="mean"
+            )
+            losses.append(reduced[0].item())
+            images_since += cfg.batch_size
+            if step % cfg.log_every == 0 or step == end:
+                now = time.perf_counter()
+                log.write(
+                    {
+                        "step": step,
+                        "loss": f"{reduced[0].item():.6f}",
+                        "mse": f"{reduced[1].item():.6f}",
+                        "vb": f"{reduced[2].item():.6f}",
+                        "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
+                        "grad_norm": f"{float(grad_norm):.4f}",
+                        "images_per_s": f"{images_since / (now - last_time):.2f}",
+                        "epoch": sampler.epoch,
+                        "time": f"{now:.1f}",
+                    }
+                )
+                if accelerator.is_main_process:
+                    values = (step, *reduced.tolist(), optimizer.param_groups[0]["lr"], float(grad_norm))
+                    logger.info("step %d loss %.4f (mse %.4f vb %.4f) lr %.2e grad %.3f", *values)
+                last_time, images_since = now, 0
+            if step % cfg.checkpoint_every == 0 or step == end:
+                save(accelerator, cfg, train_model, optimizer, ema, sampler, step, ckpt_root)
+            if step >= end:
+                break
+    accelerator.wait_for_everyone()
+    return losses
+
+
+def save(accelerator, cfg: TrainConfig, train_model, optimizer, ema, sampler, step: int, root: Path) -> None:
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(train_model)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if accelerator.is_main_process:
+        state = {k: v for k, v in accelerator.get_state_dict(train_model).items()}
+        state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+        save_checkpoint(
+            root,
+            TrainerState(step, sampler.state_dict()),
+            state,
+            model.cfg.to_json(),
+            optimizer.state_dict(),
+            cfg.to_dict(),
+            ema_state=ema_state_dict(ema, model) if ema is not None else None,
+            keep=cfg.keep_checkpoints,
+        )
+    accelerator.wait_for_everyone()

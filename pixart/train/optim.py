@@ -1,0 +1,76 @@
+"""Optimizer, learning-rate schedule and EMA, as the reference recipe uses them (REFERENCE.md §1.8).
+
+- AdamW (torch) or CAME (the `came-pytorch` package, PixArt-Σ's choice: Adam-like quality at Adafactor memory).
+- lr scaled by sqrt(global batch / 256) ("auto_lr"), linear warmup, then constant.
+- EMA of the weights in fp32, updated after every optimizer step.
+The schedule is a pure function of the step, so resuming needs no scheduler state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pixart.train.config import OptimSection
+
+
+def effective_lr(optim: OptimSection, global_batch: int) -> float:
+    """The peak learning rate after the reference's sqrt scaling rule (if enabled)."""
+    return optim.lr * math.sqrt(global_batch / 256) if optim.sqrt_lr_scaling else optim.lr
+
+
+def lr_at(step: int, peak_lr: float, warmup_steps: int) -> float:
+    """lr of optimizer step `step` (1-based): linear warmup to `peak_lr` over `warmup_steps`, then constant."""
+    if warmup_steps <= 0:
+        return peak_lr
+    return peak_lr * min(1.0, step / warmup_steps)
+
+
+def build_optimizer(model: nn.Module, optim: OptimSection, peak_lr: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optim.name == "adamw":
+        if len(optim.betas) != 2 or len(optim.eps) != 1:
+            raise ValueError(f"adamw takes 2 betas and 1 eps, got betas={optim.betas}, eps={optim.eps}")
+        return torch.optim.AdamW(
+            params, lr=peak_lr, betas=tuple(optim.betas), eps=optim.eps[0], weight_decay=optim.weight_decay
+        )
+    if optim.name == "came":
+        try:
+            from came_pytorch import CAME
+        except ImportError:
+            raise ValueError("optim.name='came' needs the came-pytorch package: pip install came-pytorch") from None
+        betas = tuple(optim.betas) if len(optim.betas) == 3 else (0.9, 0.999, 0.9999)
+        eps = tuple(optim.eps) if len(optim.eps) == 2 else (1e-30, 1e-16)
+        return CAME(params, lr=peak_lr, betas=betas, eps=eps, weight_decay=optim.weight_decay)
+    raise ValueError(f"optim.name={optim.name!r}: allowed are adamw, came")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ---- EMA ---------------------------------------------------------------------------------------------------------
+
+
+def init_ema(model: nn.Module) -> dict[str, torch.Tensor]:
+    """An fp32 copy of the trainable weights, keyed like the state dict."""
+    return {name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * weights."""
+    for name, p in model.named_parameters():
+        if name in ema:
+            ema[name].lerp_(p.detach().float(), 1.0 - decay)
+
+
+def ema_state_dict(ema: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A full state dict (buffers included) with the EMA weights in the model's dtype."""
+    out = {}
+    for name, value in model.state_dict().items():
+        out[name] = ema[name].to(value.dtype) if name in ema else value
+    return out
