@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
 import torch
+from _measure import RssSampler
 
 from pixart.config import ModelConfig
 from pixart.convert import config_to_diffusers, ours_to_diffusers
@@ -48,35 +48,6 @@ def build(kind: str, depth: int, seed: int = 0):
     sd.pop("caption_projection.y_embedding")
     ref.load_state_dict(sd, strict=True)
     return ref.eval()
-
-
-class RssSampler:
-    """Highest resident set size of this process while the context is open, sampled every millisecond."""
-
-    def __init__(self):
-        import threading
-
-        self.peak = self.current()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    @staticmethod
-    def current() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _poll(self):
-        while not self._stop.wait(0.001):
-            self.peak = max(self.peak, self.current())
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
 
 
 def measure(kind: str, size: int, depth: int, batch: int, repeats: int, device: str) -> dict:
