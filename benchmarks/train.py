@@ -4,7 +4,8 @@ One step = forward, the IDDPM hybrid loss (pixart.diffusion.losses, for both), b
 full-width (1152) model of `--depth` blocks, fp32. Measured with and without gradient checkpointing, and our
 model with KV compression (conv 2x, every block) at 4x the base token count. Each measurement runs in a fresh
 subprocess; peak memory is what the timed steps add on top of weights, gradients, optimizer state and
-inputs, i.e. the activations (RSS sampled every ms on CPU, `max_memory_allocated` on CUDA). Ratios > 1 in images/s mean ours is faster.
+inputs, i.e. the activations (RSS sampled every ms on CPU, `max_memory_allocated` on CUDA).
+Ratios > 1 in images/s mean ours is faster.
 
     python benchmarks/train.py                   # 512² (1,024 tokens), KV at 1024² (4,096 tokens)
     python benchmarks/train.py --size 256 --depth 1 --steps 2
