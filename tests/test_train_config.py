@@ -60,3 +60,20 @@ def test_overrides_do_not_mutate_input():
     data = {"optim": {"lr": 1.0}}
     out = apply_overrides(data, ["optim.lr=2"])
     assert data["optim"]["lr"] == 1.0 and out["optim"]["lr"] == 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "finetune.toml",
+        "lora.toml",
+        "stages/1-vae-adaptation.toml",
+        "stages/2-resolution-up.toml",
+        "stages/3-kv-compression.toml",
+    ],
+)
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+
+    cfg = load_train_config(Path(__file__).parent.parent / "configs" / name)
+    assert cfg.data.cache and cfg.max_steps > 0
