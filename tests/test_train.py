@@ -184,3 +184,38 @@ def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=key)
     logged = [float(r.split(",")[1]) for r in (tmp_path / "two" / "log.csv").read_text().splitlines()[1:]]
     torch.testing.assert_close(torch.tensor(logged), torch.tensor(single), atol=1e-5, rtol=1e-5)
+
+
+def test_raw_images_with_validation_images_before_and_after(tmp_path):
+    """No cache: T5 and the VAE encode in the loop; validation grids are written at step 0 and at the end."""
+    from PIL import Image
+    from test_dataset import write_image
+    from test_prepare_cli import CORPUS, save_tokenizer, save_vae
+    from transformers import T5Config, T5EncoderModel
+
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    save_tokenizer(t5)
+    torch.manual_seed(0)
+    T5EncoderModel(
+        T5Config(
+            vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, relative_attention_num_buckets=8
+        )
+    ).save_pretrained(t5)
+    save_vae(tmp_path / "vae")
+    data = tmp_path / "data"
+    for i, (w, h) in enumerate([(64, 32), (32, 64), (64, 32), (48, 48)]):
+        write_image(data / f"{i}.png", w, h, seed=i)
+        (data / f"{i}.txt").write_text(CORPUS[i])
+    model = TINY_MODEL.replace('"caption_channels": 6', '"caption_channels": 16')
+    cfg = load_train_config(None, [
+        f"data.path={data}", f"data.text_encoder={t5}", f"data.vae={tmp_path / 'vae'}", "data.resolution=256",
+        "data.multi_scale=false", "data.max_tokens=8", model, f"output_dir={tmp_path / 'run'}", "batch_size=2",
+        "max_steps=2", "validation.prompts=[\"a red apple\", \"a cat\"]", "validation.seeds=[0, 1]",
+        "validation.steps=2", "validation.size=[32, 32]",
+    ])  # fmt: skip
+    losses = main(cfg)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    grids = sorted((tmp_path / "run" / "validation").glob("*.png"))
+    assert [g.name for g in grids] == ["step-00000000.png", "step-00000002.png"]
+    assert Image.open(grids[0]).size == (64, 64)  # 2 seeds x 2 prompts of 32 x 32

@@ -33,6 +33,7 @@ from pixart.train.optim import (
     update_ema,
 )
 from pixart.train.state import TrainerState, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from pixart.train.validation import Validator
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,9 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     train_model.train()
     log = CsvLog(out / "log.csv", accelerator.is_main_process)
     log.truncate_after(step)
+    validator = Validator.maybe(cfg, device) if accelerator.is_main_process else None
+    if step == 0:  # "before" images: what the starting weights make of the validation prompts
+        validate(accelerator, validator, train_model, step)
 
     losses: list[float] = []
     last_time, images_since = time.perf_counter(), 0
@@ -316,10 +320,21 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
                 last_time, images_since = now, 0
             if step % cfg.checkpoint_every == 0 or step == end:
                 save(accelerator, cfg, train_model, optimizer, ema, sampler, step, ckpt_root)
+            every = cfg.validation.every
+            if (every and step % every == 0) or step == cfg.max_steps:
+                validate(accelerator, validator, train_model, step)
             if step >= end:
                 break
     accelerator.wait_for_everyone()
     return losses
+
+
+def validate(accelerator, validator: Validator | None, train_model, step: int) -> None:
+    """Validation images from the main process; the others wait."""
+    if validator is not None:
+        model = accelerator.unwrap_model(train_model)
+        validator(getattr(model, "_orig_mod", model), step)
+    accelerator.wait_for_everyone()
 
 
 def save(accelerator, cfg: TrainConfig, train_model, optimizer, ema, sampler, step: int, root: Path) -> None:
