@@ -219,3 +219,53 @@ def test_raw_images_with_validation_images_before_and_after(tmp_path):
     grids = sorted((tmp_path / "run" / "validation").glob("*.png"))
     assert [g.name for g in grids] == ["step-00000000.png", "step-00000002.png"]
     assert Image.open(grids[0]).size == (64, 64)  # 2 seeds x 2 prompts of 32 x 32
+
+
+def test_lora_training_freezes_the_base_and_saves_adapters(cache, tmp_path):
+    from pixart.train.lora import load_lora
+
+    main(config(cache, tmp_path / "base", "max_steps=1"))
+    base = tmp_path / "base" / "checkpoints" / "step-00000001" / "transformer.safetensors"
+    main(config(cache, tmp_path / "lora", "max_steps=2", f"model.init_from={base}", "model.config={}", "lora.rank=2"))
+    folder = latest_checkpoint(tmp_path / "lora" / "checkpoints")
+    tensors, meta = load_lora(folder / "lora.safetensors")
+    assert meta["rank"] == 2 and any(k.endswith("lora_B.weight") for k in tensors)
+    before = load_checkpoint(latest_checkpoint(tmp_path / "base" / "checkpoints"))["model"]
+    after = load_checkpoint(folder)["model"]
+    assert torch.equal(after["blocks.0.attn.qkv.base_layer.weight"], before["blocks.0.attn.qkv.weight"])
+
+
+def test_kill_9_mid_run_leaves_loadable_checkpoints_and_resumes(cache, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    sets = [
+        f"data.cache={cache}",
+        TINY_MODEL,
+        "batch_size=4",
+        "max_steps=400",
+        "checkpoint_every=1",
+        "data.max_tokens=8",
+        f"output_dir={out}",
+        "keep_checkpoints=2",
+    ]
+    cmd = [sys.executable, "-m", "pixart.cli", "-q", "train", *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(out / "checkpoints")) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # wherever it is: mid-step or mid-save
+    proc.wait()
+    done = list_checkpoints(out / "checkpoints")
+    assert done, "no checkpoint was written before the kill"
+    for folder in done:
+        load_checkpoint(folder)  # complete and readable
+    step = load_checkpoint(done[-1])["state"].step
+    resumed = main(config(cache, out, f"max_steps={step + 2}", "checkpoint_every=1", "keep_checkpoints=2"))
+    assert len(resumed) == 2

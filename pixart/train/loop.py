@@ -19,6 +19,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator, shard
 from pixart.diffusion.losses import GaussianDiffusion
@@ -37,6 +42,7 @@ from pixart.train.validation import Validator
 
 logger = logging.getLogger(__name__)
 
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)  # unsharded, on the CPU, for any wrapping
 STREAM_STEP = 16  # random stream of per-step draws; sample streams (pixart.data.sampler) use small numbers
 
 
@@ -230,16 +236,14 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     dataset, collate = build_dataset(cfg, model.cfg)
     sampler = BucketBatchSampler(dataset.bucket_keys(), cfg.batch_size, seed=cfg.seed)
     peak_lr = effective_lr(cfg.optim, cfg.batch_size)
-    optimizer = build_optimizer(model, cfg.optim, peak_lr)
     ema = init_ema(model) if cfg.ema_decay > 0 else None
     diffusion = GaussianDiffusion.linear(1000)
-    step = 0
+    step, ckpt = 0, None
 
     resume_from = latest_checkpoint(ckpt_root)
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        model.load_state_dict(ckpt["model"])  # a full state dict, before any wrapping (DDP, FSDP)
         if ema is not None and ckpt["ema"] is not None:
             ema = {k: ckpt["ema"][k].float() for k in ema}
         sampler.load_state_dict(ckpt["state"].sampler)
@@ -247,8 +251,11 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
         logger.info("resumed from %s at step %d", resume_from, step)
 
     encoders = None if cfg.data.cache else Encoders(cfg, device)
-    train_model = torch.compile(model) if cfg.compile else model
-    train_model, optimizer = accelerator.prepare(train_model, optimizer)
+    # The optimizer is built on the prepared model, so FSDP's flattened parameters are the ones it updates.
+    train_model = accelerator.prepare(torch.compile(model) if cfg.compile else model)
+    optimizer = accelerator.prepare(build_optimizer(train_model, cfg.optim, peak_lr))
+    if ckpt is not None:
+        set_optimizer_state_dict(train_model, optimizer.optimizer, ckpt["optimizer"], options=FULL_STATE)
     train_model.train()
     log = CsvLog(out / "log.csv", accelerator.is_main_process)
     log.truncate_after(step)
@@ -338,20 +345,27 @@ def validate(accelerator, validator: Validator | None, train_model, step: int) -
 
 
 def save(accelerator, cfg: TrainConfig, train_model, optimizer, ema, sampler, step: int, root: Path) -> None:
+    """Gather full state dicts on every process (a collective under FSDP); the main process writes them."""
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(train_model)
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    state = {k.removeprefix("_orig_mod."): v for k, v in accelerator.get_state_dict(train_model).items()}
+    optimizer_state = get_optimizer_state_dict(train_model, optimizer.optimizer, options=FULL_STATE)
     if accelerator.is_main_process:
-        state = {k: v for k, v in accelerator.get_state_dict(train_model).items()}
-        state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+        lora = None
+        if cfg.lora.rank:
+            from pixart.train.lora import lora_state_dict
+
+            lora = (lora_state_dict(model), model._lora_meta)
         save_checkpoint(
             root,
             TrainerState(step, sampler.state_dict()),
             state,
             model.cfg.to_json(),
-            optimizer.state_dict(),
+            optimizer_state,
             cfg.to_dict(),
             ema_state=ema_state_dict(ema, model) if ema is not None else None,
+            lora=lora,
             keep=cfg.keep_checkpoints,
         )
     accelerator.wait_for_everyone()
