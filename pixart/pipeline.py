@@ -74,6 +74,7 @@ class Text2Image:
         self._vae = VAE(vae) if vae is not None and not isinstance(vae, VAE) else vae
         self._text_encoder = text_encoder
         self._kv: tuple[tuple[int, ...], int, str] | None = None
+        self._loras: list[tuple[tuple[dict, dict], float]] = []  # LoRA adapters waiting to be merged
         self._meta: tuple | None = None  # (config, parameter count) read from the checkpoint's header
         self._checkpoint_options = dict(checkpoint_options or {})  # preset= / config= for files without a config
 
@@ -120,6 +121,11 @@ class Text2Image:
         if self._kv is not None:
             self._transformer.enable_kv_compression(*self._kv)
             self._kv = None
+        for lora, scale in self._loras:
+            from pixart.train.lora import merge_lora
+
+            merge_lora(self._transformer, *lora, scale=scale)
+        self._loras = []
         return self._transformer.eval()
 
     @property
@@ -182,6 +188,16 @@ class Text2Image:
         self._kv = (layers, int(factor), sampling)
         if self._transformer is not None:
             self.transformer  # noqa: B018 (applies the pending setting)
+
+    def add_lora(self, path: str | Path, scale: float = 1.0) -> None:
+        """Merge a LoRA adapter file (written by `pixart train` with `lora.rank > 0`) into the transformer:
+        W += scale * (alpha / rank) * B @ A. Read now (so a bad file fails early), merged when the
+        transformer is loaded."""
+        from pixart.train.lora import load_lora
+
+        self._loras.append((load_lora(path), float(scale)))
+        if self._transformer is not None:
+            self.transformer  # noqa: B018 (merges now)
 
     @property
     def kv_compression(self) -> tuple[str, int, str] | None:

@@ -257,3 +257,30 @@ def test_importing_the_command_does_not_import_torch():
     code = "import sys, pixart.cli; pixart.cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_lora_files_merge_with_their_scale(model_dir, tmp_path, capsys):
+    from pixart.checkpoint import load_transformer
+    from pixart.train.lora import add_lora, save_lora
+
+    model = load_transformer(model_dir / "transformer")
+    add_lora(model, rank=2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    lora = tmp_path / "style.safetensors"
+    save_lora(model, lora)
+    common = ["a cat", "--model", model_dir, "--size", "64x64", "--steps", 2, "--seed", 3]
+    outs = {}
+    for name, extra in [("plain", []), ("zero", ["--lora", lora, "--lora-scale", 0]), ("full", ["--lora", lora])]:
+        code, printed, _ = generate(capsys, *common, *extra, "--out", tmp_path / f"{name}.png")
+        assert code == 0, printed
+        outs[name] = _pixels(tmp_path / f"{name}.png")
+    assert torch.equal(outs["plain"], outs["zero"])
+    assert not torch.equal(outs["plain"], outs["full"])
+    assert 'LoRA: "style.safetensors:1"' in read_parameters(tmp_path / "full.png")
+    code, _, err = generate(capsys, *common, "--lora", tmp_path / "none.safetensors", "--out", tmp_path / "x.png")
+    assert code == 2 and "--lora" in err and "does not exist" in err and not (tmp_path / "x.png").exists()
+    code, _, err = generate(capsys, *common, "--lora", lora, "--lora-scale", "nan", "--out", tmp_path / "x.png")
+    assert code == 2 and "--lora-scale nan: must be a finite number" in err

@@ -63,6 +63,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-layers", metavar="L", help="blocks to compress: 14-27 or 0,2,4; None: last half")
     parser.add_argument("--kv-factor", default="2", metavar="F", help="K/V downsampling per side")
     parser.add_argument("--kv-sampling", default="conv", metavar="S", help=f"one of {', '.join(KV_SAMPLINGS)}")
+    parser.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="LoRA adapter file to merge (lora.safetensors from a LoRA training run); repeatable",
+    )
+    parser.add_argument(
+        "--lora-scale",
+        action="append",
+        default=[],
+        metavar="S",
+        help="strength of each --lora, in the same order (default 1.0)",
+    )
     parser.add_argument("--tile-vae", default="auto", metavar="WHEN", help="tiled VAE decode: auto, on or off")
     parser.add_argument("--tile-size", metavar="PX", help="VAE tile side in pixels; None: the VAE's (1024)")
     parser.add_argument("--skip-memory-check", action="store_true", help="do not refuse when memory looks short")
@@ -165,6 +179,13 @@ def validate(args: argparse.Namespace) -> Plan:
     tile_size = _number("--tile-size", args.tile_size, int, minimum=64, allowed="a multiple of 8 >= 64 px")
     if tile_size is not None and tile_size % 8:
         raise ValueError(f"--tile-size {tile_size}: must be a multiple of 8 >= 64 px")
+    if len(args.lora_scale) > len(args.lora):
+        raise ValueError(f"{len(args.lora_scale)} --lora-scale values for {len(args.lora)} --lora files")
+    for scale in args.lora_scale:
+        _number("--lora-scale", scale, float, minimum=-math.inf, allowed="a finite number")
+    for lora in args.lora:
+        if not Path(lora).is_file():
+            raise FileNotFoundError(f"--lora {lora!r} does not exist")
     if args.embeddings and not Path(args.embeddings).is_file():
         raise FileNotFoundError(f"--embeddings {args.embeddings!r} does not exist")
     if args.save_embeddings:
@@ -264,6 +285,9 @@ def run(args: argparse.Namespace) -> int:
     outputs = plan_outputs(args.out, plan.prompts, plan.n, plan.seed, args.force)
     if args.kv_compress:
         pipe.enable_kv_compression(plan.kv_layers, plan.kv_factor, args.kv_sampling)
+    scales = [float(s) for s in args.lora_scale] + [1.0] * (len(args.lora) - len(args.lora_scale))
+    for lora, scale in zip(args.lora, scales, strict=True):
+        pipe.add_lora(lora, scale)
     spec = get_sampler(args.sampler)
     steps = plan.steps or spec.steps
     guidance = spec.cfg if plan.cfg is None else plan.cfg
@@ -278,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
     kv = pipe.kv_compression
     if kv is not None:
         extra["KV compress"] = f"blocks {kv[0]}, factor {kv[1]}, {kv[2]}"
+    if args.lora:
+        extra["LoRA"] = ", ".join(f"{Path(f).name}:{s:g}" for f, s in zip(args.lora, scales, strict=True))
     settings = {"Steps": steps, "Sampler": args.sampler, "CFG scale": guidance, "Seed": None,
                 "Size": f"{width}x{height}", "Model": pipe.name, **extra}  # fmt: skip
     _generate_all(pipe, text, plan, outputs, (width, height, steps, guidance), args, settings)
