@@ -1,0 +1,250 @@
+"""Rebuild the bundled demo model from nothing: data -> tokenizer/T5 -> VAE -> caches -> DiT stages -> package.
+
+    python -m pixart.demo.build                    # everything, resuming whatever a previous run finished
+    python -m pixart.demo.build --stages base      # one stage (its inputs must exist)
+    python -m pixart.demo.build --smoke --root /tmp/demo   # the whole recipe at toy scale (minutes)
+
+Every stage is the project's own user-facing path: the emoji world is exported as an ordinary image folder
+with captions, `pixart prepare`'s cache code encodes it, `pixart train` configs (configs/demo/*.toml) train
+the transformer weak to strong (128 px -> 256 px with PE interpolation -> KV compression on the deeper half),
+and the result is packaged as a diffusers-layout folder. Each stage skips work already done (the trainers
+resume from their checkpoints), so the command can be killed and re-run at any time. Wall times are appended to
+ROOT/build-times.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+STAGES = ("data", "text_encoder", "vae", "cache", "base", "hires", "kv", "package")
+
+# (width, height) of the exported scenes: the exact bucket sizes of each stage's table, so no crop cuts an emoji.
+SIZES_128 = ((128, 128), (160, 96), (96, 160), (144, 112), (112, 144))
+SIZES_256 = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
+SCENES = {"data-128": 30000, "data-256": 8000}
+SMOKE_SCENES = {"data-128": 24, "data-256": 12}
+
+
+def _timed(root: Path, stage: str, fn, *args) -> None:
+    start = time.time()
+    fn(*args)
+    entry = {"stage": stage, "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M")}
+    with (root / "build-times.jsonl").open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    logger.info("stage %s took %.0f s", stage, entry["seconds"])
+
+
+# ---- stages ---------------------------------------------------------------------------------------------------------
+
+
+def stage_data(root: Path, smoke: bool) -> None:
+    from pixart.data.emoji import export_dataset
+
+    counts = SMOKE_SCENES if smoke else SCENES
+    export_dataset(root / "data-128", counts["data-128"], seed=0, sizes=SIZES_128)
+    export_dataset(root / "data-256", counts["data-256"], seed=1, sizes=SIZES_256)
+
+
+def stage_text_encoder(root: Path, smoke: bool) -> None:
+    from pixart.demo import text_encoder
+
+    args = ["--out", str(root / "export"), "--run-dir", str(root / "text_encoder"), "--resume"]
+    if smoke:
+        args += ["--steps", "2", "--corpus-scenes", "200", "--vocab-size", "300"]
+    if text_encoder.main(args) != 0:
+        raise RuntimeError("text encoder training failed; see its log")
+
+
+def stage_vae(root: Path, smoke: bool) -> None:
+    from pixart.demo import vae
+
+    args = ["--out", str(root / "export"), "--run-dir", str(root / "vae"), "--resume"]
+    if smoke:
+        args += ["--steps", "2", "--batch-pixels", "16384"]
+    if vae.main(args) != 0:
+        raise RuntimeError("VAE training failed; see its log")
+
+
+def stage_cache(root: Path, smoke: bool) -> None:
+    from pixart.data.buckets import bins_for
+    from pixart.data.cache import T5AndVAE, prepare_cache
+
+    export = root / "export"
+    encoders = T5AndVAE(export, export / "vae", max_tokens=120)  # export/ holds text_encoder/ + tokenizer/
+    for res in (128, 256):
+        summary = prepare_cache(
+            root / f"data-{res}",
+            root / f"cache-{res}",
+            encoders,
+            bins=bins_for(res),
+            max_tokens=120,
+            shard_size=64 if smoke else 1024,
+            batch_size=16,
+            workers=2,
+        )
+        logger.info("cache-%d: %s", res, summary)
+
+
+def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
+    out = [
+        f"output_dir={root / f'dit-{stage}'}",
+        f"data.cache={root / ('cache-128' if stage == 'base' else 'cache-256')}",
+        f"data.text_encoder={root / 'export'}",
+        f"data.vae={root / 'export' / 'vae'}",
+    ]
+    previous = {"hires": "base", "kv": "hires"}.get(stage)
+    if previous:
+        out.append(f"model.init_from={root / f'dit-{previous}' / 'final.safetensors'}")
+    if smoke:
+        out += [
+            "max_steps=2",
+            "batch_size=4",
+            "checkpoint_every=1",
+            "validation.every=0",
+            "validation.steps=2",
+            "validation.seeds=[0]",
+            'validation.prompts=["a red apple on a blue background"]',
+        ]
+    return out
+
+
+def stage_train(root: Path, stage: str, smoke: bool) -> None:
+    """Train one DiT stage with `pixart train`'s loop, then export its final weights (EMA when kept)."""
+    import torch
+
+    from pixart.checkpoint import build_model, save_transformer
+    from pixart.config import ModelConfig
+    from pixart.train.config import load_train_config
+    from pixart.train.loop import main as train
+    from pixart.train.state import latest_checkpoint, load_checkpoint
+
+    cfg = load_train_config(REPO / "configs" / "demo" / f"{stage}.toml", _train_overrides(root, stage, smoke))
+    final = Path(cfg.output_dir) / "final.safetensors"
+    if final.exists():
+        logger.info("stage %s: %s exists, skipping", stage, final)
+        return
+    train(cfg)
+    ckpt = load_checkpoint(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
+    weights = ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"]
+    model_cfg = ModelConfig.from_json(_config_json(Path(cfg.output_dir)))
+    save_transformer(build_model(model_cfg, {k: v.to(torch.float32) for k, v in weights.items()}), final)
+
+
+def _config_json(run_dir: Path) -> str:
+    """The model config stored in the newest checkpoint of a run."""
+    from safetensors import safe_open
+
+    from pixart.train.state import latest_checkpoint
+
+    with safe_open(str(latest_checkpoint(run_dir / "checkpoints") / "transformer.safetensors"), "pt") as f:
+        return f.metadata()["pixart_config"]
+
+
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR) -> None:
+    """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
+    scheduler/."""
+    import torch
+
+    from pixart.checkpoint import load_transformer, write_checkpoint
+
+    final = root / "dit-kv" / "final.safetensors"
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model = load_transformer(final, dtype=torch.float16)
+    write_checkpoint(model, tmp / "transformer", "diffusers")
+    for part in ("text_encoder", "tokenizer", "vae"):
+        shutil.copytree(root / "export" / part, tmp / part)
+    scheduler = {
+        "_class_name": "DPMSolverMultistepScheduler",
+        "algorithm_type": "dpmsolver++",
+        "solver_order": 2,
+        "solver_type": "midpoint",
+        "beta_schedule": "linear",
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "timestep_spacing": "linspace",
+        "lower_order_final": True,
+    }
+    (tmp / "scheduler").mkdir()
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
+    index = {
+        "_class_name": "PixArtSigmaPipeline",
+        "transformer": ["diffusers", "PixArtTransformer2DModel"],
+        "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "T5Tokenizer"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    (tmp / "README.md").write_text(MODEL_CARD)
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+    logger.info("packaged the demo model in %s", dst)
+
+
+MODEL_CARD = """# pixart-sigma demo model
+
+A small PixArt-Σ (transformer, T5 encoder, VAE) trained from scratch by `python -m pixart.demo.build` on
+"emoji world" scenes: 1-3 emoji at described positions and sizes on a coloured background.
+
+The emoji artwork is OpenMoji (https://openmoji.org), licensed CC BY-SA 4.0; the training images are
+derived from it, and so are these weights: share them under the same licence, with this credit.
+"""
+
+
+# ---- command line ---------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pixart.demo.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--root", default=str(REPO / "runs" / "demo"), help="working folder (data, caches, runs)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
+    p.add_argument("--smoke", action="store_true", help="toy sizes everywhere: checks the recipe in minutes")
+    p.add_argument("--package-dir", default=str(PACKAGE_DIR), help="where the packaged model folder goes")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stages {unknown}; allowed: {', '.join(STAGES)}")
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    steps = {
+        "data": lambda: stage_data(root, args.smoke),
+        "text_encoder": lambda: stage_text_encoder(root, args.smoke),
+        "vae": lambda: stage_vae(root, args.smoke),
+        "cache": lambda: stage_cache(root, args.smoke),
+        "base": lambda: stage_train(root, "base", args.smoke),
+        "hires": lambda: stage_train(root, "hires", args.smoke),
+        "kv": lambda: stage_train(root, "kv", args.smoke),
+        "package": lambda: stage_package(root, args.smoke, Path(args.package_dir)),
+    }
+    for stage in STAGES:
+        if stage in stages:
+            _timed(root, stage, steps[stage])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
