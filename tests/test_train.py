@@ -57,27 +57,34 @@ def test_loss_goes_down_and_logs_are_written(cache, tmp_path):
     assert (tmp_path / "run" / "config.json").is_file()
 
 
-def test_resume_repeats_the_uninterrupted_loss_sequence(cache, tmp_path):
-    full = main(config(cache, tmp_path / "full", "ema_decay=0.9"))
+@pytest.fixture(scope="module")
+def full_run(cache, tmp_path_factory):
+    """An uninterrupted 6-step run with EMA: (losses, output folder)."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    return main(config(cache, out, "ema_decay=0.9")), out
+
+
+def test_resume_repeats_the_uninterrupted_loss_sequence(cache, full_run, tmp_path):
+    full, full_out = full_run
     part1 = main(config(cache, tmp_path / "split", "ema_decay=0.9"), stop_after=3)  # checkpoints at 2 and 3
     part2 = main(config(cache, tmp_path / "split", "ema_decay=0.9"))  # resumes at step 3
     assert part1 + part2 == full  # bitwise: same floats
-    a = load_checkpoint(latest_checkpoint(tmp_path / "full" / "checkpoints"))
+    a = load_checkpoint(latest_checkpoint(full_out / "checkpoints"))
     b = load_checkpoint(latest_checkpoint(tmp_path / "split" / "checkpoints"))
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
         assert torch.equal(a["ema"][key], b["ema"][key]), key
 
 
-def test_a_kill_loses_only_the_steps_since_the_last_checkpoint(cache, tmp_path):
-    full = main(config(cache, tmp_path / "full"))
+def test_a_kill_loses_only_the_steps_since_the_last_checkpoint(cache, full_run, tmp_path):
+    full, _ = full_run
     out = tmp_path / "killed"
-    main(config(cache, out), stop_after=3)
+    main(config(cache, out, "ema_decay=0.9"), stop_after=3)
     ckpts = out / "checkpoints"
     # As if killed during step 3's save: its folder is still a temporary one, step 2 is the newest complete.
     (ckpts / "step-00000003").rename(ckpts / "step-00000003.tmp-999")
     assert [p.name for p in list_checkpoints(ckpts)] == ["step-00000002"]
-    rest = main(config(cache, out))
+    rest = main(config(cache, out, "ema_decay=0.9"))
     assert rest == full[2:]
     assert not list(ckpts.glob("*.tmp*"))
     assert [p.name for p in list_checkpoints(ckpts)] == ["step-00000002", "step-00000004", "step-00000006"]
