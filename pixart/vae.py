@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ class VAE:
 
     def __init__(self, model: torch.nn.Module, scaling_factor: float | None = None):
         self.model = model.eval()
+        self._decode_lock = threading.Lock()
         config = model.config
         self.scaling_factor = float(scaling_factor if scaling_factor is not None else config.scaling_factor)
         self.spatial_factor = 2 ** (len(config.block_out_channels) - 1)  # 8 for SDXL's VAE
@@ -105,10 +107,11 @@ class VAE:
         if tile and (size % f or size < 2 * f or not 0.0 < overlap < 1.0):
             raise ValueError(f"tile_size={size} must be a multiple of {f} (>= {2 * f}) and overlap in (0, 1)")
         m = self.model
-        m.use_tiling = bool(tile)
-        m.tile_sample_min_size, m.tile_latent_min_size, m.tile_overlap_factor = size, size // f, overlap
         images = []
-        for z in latents.split(1):  # one at a time: decode memory does not grow with the batch
-            z = z.to(self.device, self.dtype) / self.scaling_factor  # (1, C, h, w)
-            images.append(m.decode(z, return_dict=False)[0].float())  # (1, 3, H, W)
+        with self._decode_lock:  # the tiling fields live on the shared diffusers model (pixart serve decodes
+            m.use_tiling = bool(tile)  # from several threads)
+            m.tile_sample_min_size, m.tile_latent_min_size, m.tile_overlap_factor = size, size // f, overlap
+            for z in latents.split(1):  # one at a time: decode memory does not grow with the batch
+                z = z.to(self.device, self.dtype) / self.scaling_factor  # (1, C, h, w)
+                images.append(m.decode(z, return_dict=False)[0].float())  # (1, 3, H, W)
         return torch.cat(images)

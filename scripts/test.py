@@ -7,7 +7,7 @@ import sys
 import _venv
 
 if __name__ == "__main__":
-    py = _venv.ensure("dev")
+    py = _venv.ensure("dev,train,ui")
     code = _venv.run([py, "-m", "ruff", "check", "pixart", "tests", "benchmarks", "scripts"])
     if code == 0:
         code = _venv.run([py, "-m", "pytest", "-q", *sys.argv[1:]])
