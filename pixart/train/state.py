@@ -111,7 +111,12 @@ def save_checkpoint(
     os.replace(tmp, final)
     _fsync(root)
     for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Rename first (atomic), then delete: a kill during the deletion leaves a ".tmp" folder that the next
+        # run removes, never a half-deleted checkpoint that still looks complete.
+        doomed = old.with_name(f"{old.name}.tmp-delete")
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     logger.info("saved checkpoint %s", final)
     return final
 
