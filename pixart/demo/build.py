@@ -8,8 +8,8 @@ Every stage is the project's own user-facing path: the emoji world is exported a
 with captions, `pixart prepare`'s cache code encodes it, `pixart train` configs (configs/demo/*.toml) train
 the transformer weak to strong (128 px -> 256 px with PE interpolation -> KV compression on the deeper half),
 and the result is packaged as a diffusers-layout folder. Each stage skips work already done (the trainers
-resume from their checkpoints), so the command can be killed and re-run at any time. Wall times are appended to
-ROOT/build-times.jsonl.
+resume from their checkpoints), so the command can be killed and re-run at any time; a finished stage leaves
+ROOT/<stage>.done and is skipped afterwards. Wall times are appended to ROOT/build-times.jsonl.
 """
 
 from __future__ import annotations
@@ -36,11 +36,17 @@ SMOKE_SCENES = {"data-128": 24, "data-256": 12}
 
 
 def _timed(root: Path, stage: str, fn, *args) -> None:
+    """Run a stage unless ROOT/STAGE.done says it finished; record its wall time."""
+    done = root / f"{stage}.done"
+    if done.exists():
+        logger.info("stage %s: done earlier (%s), skipping; delete that file to redo it", stage, done)
+        return
     start = time.time()
     fn(*args)
     entry = {"stage": stage, "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M")}
     with (root / "build-times.jsonl").open("a") as f:
         f.write(json.dumps(entry) + "\n")
+    done.write_text(json.dumps(entry) + "\n")
     logger.info("stage %s took %.0f s", stage, entry["seconds"])
 
 
