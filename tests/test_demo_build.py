@@ -1,0 +1,38 @@
+"""The whole demo recipe at toy scale: data -> T5 -> VAE -> caches -> three DiT stages -> package -> generate.
+
+Slow (minutes on 2 cores): run with `pytest --runslow tests/test_demo_build.py`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
+    from PIL import Image
+
+    from pixart.cli import main as cli
+    from pixart.demo.build import STAGES, main
+
+    package = tmp_path / "package"
+    assert main(["--smoke", "--root", str(tmp_path / "root"), "--package-dir", str(package)]) == 0
+    for part in ("model_index.json", "transformer", "text_encoder", "tokenizer", "vae", "scheduler"):
+        assert (package / part).exists(), part
+    times = [json.loads(line)["stage"] for line in (tmp_path / "root" / "build-times.jsonl").read_text().splitlines()]
+    assert times == list(STAGES)
+    config = json.loads((package / "transformer" / "config.json").read_text())
+    assert config["kv_compress_layers"] == [4, 5, 6, 7] and config["sample_size"] == 32
+    out = tmp_path / "img.png"
+    assert (
+        cli(
+            ["generate", "a red apple", "--model", str(package), "--steps", "2", "--aspect", "16:9", "--out", str(out)]
+        )
+        == 0
+    )
+    assert Image.open(out).size == (336, 192)
+    # A second run finds every stage done and changes nothing.
+    assert main(["--smoke", "--root", str(tmp_path / "root"), "--package-dir", str(package)]) == 0
+    assert len((tmp_path / "root" / "build-times.jsonl").read_text().splitlines()) == len(STAGES)
