@@ -20,6 +20,7 @@ COMMANDS = {
     "convert": "convert a transformer checkpoint between the official, diffusers and pixart layouts",
     "prepare": "encode a dataset into a feature cache (T5 features + VAE latents) for training",
     "train": "train or fine-tune a transformer from a config file",
+    "eval": "score prompt adherence in the emoji world (GenEval-style)",
     "serve": "web UI: generate images in a browser (and over HTTP)",
 }
 
