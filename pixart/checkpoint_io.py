@@ -268,7 +268,8 @@ def dtype_summary(sd: dict[str, Tensor]) -> str:
 # ---- writing -------------------------------------------------------------------------------------------------------
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or folder to disk (a folder: so a rename inside it survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -337,13 +338,13 @@ def atomic_output(dst: str | Path, *, overwrite: bool, folder: bool = False) -> 
         os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())  # mkstemp/mkdtemp make them private
         if folder:
             for child in tmp.iterdir():
-                _fsync(child)
+                fsync_path(child)
             _swap_folder(tmp, dst)
         else:
-            _fsync(tmp)
+            fsync_path(tmp)
             os.replace(tmp, dst)
         with contextlib.suppress(OSError):  # make the rename itself durable
-            _fsync(dst.parent)
+            fsync_path(dst.parent)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

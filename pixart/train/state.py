@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from pixart.checkpoint_io import fsync_path
+
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -36,14 +38,6 @@ class TrainerState:
 
     step: int
     sampler: dict  # BucketBatchSampler.state_dict(): epoch, batches done, and what identifies the data
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -104,12 +98,12 @@ def save_checkpoint(
     trainer = {"step": state.step, "sampler": state.sampler, "train_config": train_config}
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=2))
     for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+        fsync_path(f)
+    fsync_path(tmp)
     if final.exists():  # a re-run of the same step (e.g. after resuming from it): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(root)
+    fsync_path(root)
     for old in list_checkpoints(root)[:-keep]:
         # Rename first (atomic), then delete: a kill during the deletion leaves a ".tmp" folder that the next
         # run removes, never a half-deleted checkpoint that still looks complete.
