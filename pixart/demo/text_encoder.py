@@ -1,0 +1,573 @@
+"""The demo text encoder: a sentencepiece tokenizer and a small T5 encoder, both trained here on emoji captions.
+
+How it is made (one command, deterministic from `seed`):
+
+1. Corpus: the short and the long caption of `corpus_scenes` emoji-world scenes (`pixart.data.emoji`, several
+   aspect ratios), plus every vocabulary word in every form (names, plurals, colours, positions, sizes, numbers)
+   so that rare emoji still get whole-word pieces.
+2. Tokenizer: a sentencepiece unigram model laid out like T5's (pad=0, eos=1, unk=2, no bos; nmt_nfkc; `extra_ids`
+   sentinels `<extra_id_k>` appended after the pieces in reverse order, `<extra_id_0>` last), saved as T5Tokenizer
+   saves the real T5-XXL's folder: `spiece.model`, `tokenizer_config.json`, `special_tokens_map.json`.
+3. Model: a `T5ForConditionalGeneration` in the T5 v1.1 style of PixArt's T5-XXL (gated-GELU, untied embeddings,
+   relative position buckets, no dropout) with a 4-layer d_model=256 encoder and a 1-layer decoder, trained from
+   scratch with T5's span-corruption objective (Raffel et al. 2020, sec. 3.1.4: 15% of tokens in spans of mean
+   length 3 replaced by sentinels; the decoder predicts the dropped spans). The decoder is small on purpose: the
+   encoder must carry the caption's content. AdamW, warm-up + cosine LR, one CPU thread.
+4. Export: only the encoder, as `T5EncoderModel` (`text_encoder/config.json` + fp16 `model.safetensors`), which
+   stays frozen while the DiT trains, as PixArt keeps T5-XXL frozen.
+
+    python -m pixart.demo.text_encoder --out runs/demo/export --run-dir runs/demo/text_encoder --steps 600
+    python -m pixart.demo.text_encoder --out runs/demo/export --run-dir runs/demo/text_encoder --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5Tokenizer
+
+from pixart.data.emoji import long_caption, sample_scene, scene_seed, short_caption
+from pixart.data.emoji_vocab import PALETTE, POSITIONS, SIZE_FRACTIONS, VOCABULARY
+from pixart.demo._common import (
+    CHECKPOINT,
+    CsvLog,
+    atomic_torch_save,
+    cosine_lr,
+    folder_mb,
+    load_checkpoint,
+    plot_curves,
+    replace_dir,
+    setup_logging,
+)
+
+logger = logging.getLogger(__name__)
+
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2  # T5's sentencepiece layout
+
+
+# ---- config -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextEncoderTrainConfig:
+    """Everything that defines a text-encoder run; saved as a plain dict in the checkpoint."""
+
+    # tokenizer
+    sp_vocab_size: int = 1024  # sentencepiece pieces incl. pad/eos/unk (an upper bound: the corpus may support fewer)
+    extra_ids: int = 100
+    model_max_length: int = 300  # PixArt-Sigma's caption length
+    corpus_scenes: int = 20000
+    scene_sizes: tuple[tuple[int, int], ...] = ((256, 256), (320, 192), (192, 320), (256, 192), (192, 256))
+    # model (encoder kept; decoder only for pre-training)
+    d_model: int = 256
+    d_kv: int = 64
+    num_heads: int = 4
+    d_ff: int = 1024
+    num_layers: int = 4
+    num_decoder_layers: int = 1
+    # span corruption
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+    max_length: int = 128  # caption tokens before corruption (longer ones are cut)
+    # optimisation
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    min_lr_frac: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    save_every_min: float = 3.0
+    eval_seed: int = 1  # held-out captions come from another dataset seed
+    eval_captions: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TextEncoderTrainConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise KeyError(f"unknown text-encoder config keys {sorted(unknown)}")
+        fix = {
+            k: tuple(tuple(x) if isinstance(x, list) else x for x in v) for k, v in d.items() if isinstance(v, list)
+        }
+        return cls(**{**d, **fix})
+
+
+def t5_config(cfg: TextEncoderTrainConfig, vocab_size: int) -> T5Config:
+    """T5 v1.1-style config (as PixArt's T5-XXL: gated-GELU, untied head) at the demo's size."""
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=cfg.d_model,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
+        num_layers=cfg.num_layers,
+        num_decoder_layers=cfg.num_decoder_layers,
+        num_heads=cfg.num_heads,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.0,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        decoder_start_token_id=PAD_ID,
+    )
+
+
+# ---- corpus and tokenizer ---------------------------------------------------------------------------------------
+
+
+def caption_corpus(seed: int, n_scenes: int, sizes: Sequence[tuple[int, int]]) -> list[str]:
+    """Short and long captions of scenes 0..n_scenes-1 of dataset `seed` (layout only, nothing is rendered)."""
+    out = []
+    for i in range(n_scenes):
+        scene = sample_scene(scene_seed(seed, i), *sizes[i % len(sizes)])
+        out += [short_caption(scene), long_caption(scene)]
+    return out
+
+
+def vocabulary_lines() -> list[str]:
+    """Every caption word in every form, so the tokenizer keeps whole-word pieces for rare emoji too."""
+    words = [e.name for e in VOCABULARY] + [e.plural_name for e in VOCABULARY]
+    words += list(PALETTE) + list(POSITIONS) + list(SIZE_FRACTIONS) + ["medium-sized", "a", "an", "two", "three"]
+    return words + [" ".join(words), "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"-()"]
+
+
+def train_tokenizer(
+    texts: Iterable[str], out_dir: str | Path, vocab_size: int, extra_ids: int = 100, model_max_length: int = 300
+) -> Path:
+    """Train a T5-layout sentencepiece unigram model on `texts` and save it as a T5Tokenizer folder.
+
+    Args:
+        texts: training sentences.
+        out_dir: folder to write (spiece.model, tokenizer_config.json, special_tokens_map.json).
+        vocab_size: sentencepiece pieces, an upper bound (hard_vocab_limit off: a small corpus yields fewer).
+        extra_ids: number of `<extra_id_k>` sentinels appended after the pieces (T5: 100).
+        model_max_length: recorded in tokenizer_config.json.
+    Returns:
+        out_dir as a Path.
+    """
+    import sentencepiece as spm
+
+    texts = list(texts)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        normalization_rule_name="nmt_nfkc",
+        pad_id=PAD_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        num_threads=1,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
+    proto = add_word_pieces(model.getvalue(), texts)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spiece.model").write_bytes(proto)
+    n_pieces = spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
+    write_t5_tokenizer_config(out, n_pieces, extra_ids, model_max_length)
+    logger.info("tokenizer: %d sentencepiece pieces + %d sentinels -> %s", n_pieces, extra_ids, out)
+    return out
+
+
+def add_word_pieces(proto: bytes, texts: Iterable[str], fallback_penalty: float = 10.0) -> bytes:
+    """Give every corpus word a whole-word piece `▁word` scored by its unigram log-frequency.
+
+    On this tiny, repetitive corpus the unigram trainer stops at ~440 pieces and keeps odd splits ("▁" + "on",
+    "▁ab" + "ove"); captions should instead be one token per word, as T5's 32k vocabulary makes them for
+    English. The trained pieces stay as the fallback for unseen words, their scores lowered by
+    `fallback_penalty` so that a known word is never split (any split path costs more than one word piece).
+    """
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word in text.split():
+            word = word.strip(".,;:!?\"'()")
+            if word:
+                counts[word] = counts.get(word, 0) + 1
+    total = sum(counts.values())
+    m = pb.ModelProto()
+    m.ParseFromString(proto)
+    index = {p.piece: p for p in m.pieces}
+    for p in m.pieces:
+        if p.type == pb.ModelProto.SentencePiece.NORMAL:
+            p.score -= fallback_penalty
+    for word, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        piece = index.get("\u2581" + word) or m.pieces.add(
+            piece="\u2581" + word, type=pb.ModelProto.SentencePiece.NORMAL
+        )
+        piece.score = math.log(count / total)
+    m.trainer_spec.vocab_size = len(m.pieces)
+    return m.SerializeToString()
+
+
+def write_t5_tokenizer_config(out: Path, n_pieces: int, extra_ids: int, model_max_length: int) -> None:
+    """The two JSON files T5Tokenizer writes next to spiece.model (the layout of PixArt's T5-XXL folder).
+
+    `added_tokens_decoder` pins every special id, so transformers 4 (slow, sentinel k = size - 1 - k) and
+    transformers 5 (tokenizers backend) assign the same ids.
+    """
+    sentinels = [f"<extra_id_{k}>" for k in range(extra_ids)]
+
+    def entry(content: str) -> dict[str, Any]:
+        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                "special": True}  # fmt: skip
+
+    decoder = {str(PAD_ID): entry("<pad>"), str(EOS_ID): entry("</s>"), str(UNK_ID): entry("<unk>")}
+    decoder.update({str(n_pieces + extra_ids - 1 - k): entry(s) for k, s in enumerate(sentinels)})
+    config = {
+        "added_tokens_decoder": dict(sorted(decoder.items(), key=lambda kv: int(kv[0]))),
+        "additional_special_tokens": sentinels,
+        "clean_up_tokenization_spaces": True,
+        "eos_token": "</s>",
+        "extra_ids": extra_ids,
+        "legacy": True,
+        "model_max_length": model_max_length,
+        "pad_token": "<pad>",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "T5Tokenizer",
+        "unk_token": "<unk>",
+    }
+    special = {"additional_special_tokens": sentinels, "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def load_tokenizer(path: str | Path) -> T5Tokenizer:
+    """Load a tokenizer folder and check it holds the sentencepiece vocabulary (transformers 5 can silently fall
+    back to a specials-only tokenizer when it cannot convert spiece.model)."""
+    import sentencepiece as spm
+
+    tok = T5Tokenizer.from_pretrained(str(path))
+    n_pieces = spm.SentencePieceProcessor(model_file=str(Path(path) / "spiece.model")).get_piece_size()
+    ids = tok("a cat on a blue background").input_ids
+    if len(tok) < n_pieces or UNK_ID in ids:
+        pieces = tok.convert_ids_to_tokens(ids)
+        raise ValueError(f"tokenizer at {path} lost its vocabulary: {len(tok)} tokens for {n_pieces} pieces; {pieces}")
+    return tok
+
+
+def sentinel_ids(tok: T5Tokenizer, n: int) -> list[int]:
+    """Ids of <extra_id_0> .. <extra_id_{n-1}>."""
+    return [tok.convert_tokens_to_ids(f"<extra_id_{k}>") for k in range(n)]
+
+
+# ---- span corruption (T5, Raffel et al. 2020) -------------------------------------------------------------------
+
+
+def random_spans_noise_mask(
+    length: int, noise_density: float, mean_span: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Boolean mask of `length` tokens, about noise_density of them noise, in spans of mean length mean_span.
+
+    T5's `random_spans_noise_mask`: the sequence alternates non-noise / noise spans, starting with non-noise;
+    span lengths are random partitions of the token counts.
+    """
+    if length < 2:
+        return np.zeros(length, dtype=bool)
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(1, min(int(round(num_noise / mean_span)), length - num_noise))
+
+    def segments(num_items: int) -> np.ndarray:  # random partition of num_items into num_spans non-empty parts
+        first = np.arange(num_items - 1) < (num_spans - 1)
+        rng.shuffle(first)
+        ids = np.cumsum(np.concatenate([[0], first]))
+        return np.bincount(ids, minlength=num_spans)
+
+    lengths = np.stack([segments(length - num_noise), segments(num_noise)], axis=1).reshape(-1)  # keep, noise, ...
+    starts = np.zeros(length, dtype=np.int64)
+    starts[np.cumsum(lengths)[:-1]] = 1
+    return np.cumsum(starts) % 2 == 1
+
+
+def replace_spans(ids: Sequence[int], mask: np.ndarray, sentinels: Sequence[int]) -> list[int]:
+    """Replace each run of masked tokens by the next sentinel (T5's `noise_span_to_unique_sentinel`)."""
+    out, k = [], 0
+    for i, (tok, m) in enumerate(zip(ids, mask, strict=True)):
+        if not m:
+            out.append(tok)
+        elif i == 0 or not mask[i - 1]:
+            out.append(sentinels[k])
+            k += 1
+    return out
+
+
+def span_corruption(
+    ids: Sequence[int], mask: np.ndarray, sentinels: Sequence[int], eos: int = EOS_ID
+) -> tuple[list[int], list[int]]:
+    """(inputs, targets) of one example, as T5 builds them: each noise span becomes a sentinel in the input; the
+    target is the complement (each kept span becomes a sentinel), so it lists the dropped spans after their
+    sentinels. The paper's example (Raffel et al. 2020, fig. 2): "Thank you <X> me to your party <Y> week </s>"
+    -> "<X> for inviting <Y> last <Z> </s>". The mask must start with a kept token (random_spans_noise_mask's do),
+    otherwise input and target sentinels would not line up.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if len(mask) != len(ids) or (len(mask) and mask[0]):
+        raise ValueError(f"noise mask must match the {len(ids)} ids and start with a kept token, got {mask.tolist()}")
+    return replace_spans(ids, mask, sentinels) + [eos], replace_spans(ids, ~mask, sentinels) + [eos]
+
+
+def make_batch(
+    encoded: Sequence[Sequence[int]], cfg: TextEncoderTrainConfig, sentinels: Sequence[int], rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """Span-corrupt a batch of token lists (no eos) and pad: input_ids/attention_mask (B, S), labels (B, T)."""
+    pairs = []
+    for ids in encoded:
+        ids = list(ids[: cfg.max_length])
+        mask = random_spans_noise_mask(len(ids), cfg.noise_density, cfg.mean_noise_span_length, rng)
+        pairs.append(span_corruption(ids, mask, sentinels))
+    s, t = max(len(a) for a, _ in pairs), max(len(b) for _, b in pairs)
+    inputs = torch.full((len(pairs), s), PAD_ID, dtype=torch.long)
+    labels = torch.full((len(pairs), t), -100, dtype=torch.long)  # -100: ignored by the loss
+    for i, (a, b) in enumerate(pairs):
+        inputs[i, : len(a)] = torch.tensor(a)
+        labels[i, : len(b)] = torch.tensor(b)
+    return {"input_ids": inputs, "attention_mask": inputs != PAD_ID, "labels": labels}
+
+
+def training_batch(
+    encoded: Sequence[Sequence[int]], cfg: TextEncoderTrainConfig, sentinels: Sequence[int], step: int
+) -> dict[str, torch.Tensor]:
+    """The batch of `step`, a pure function of (corpus, cfg, step): resuming replays the same data."""
+    rng = np.random.default_rng([cfg.seed, step])
+    idx = rng.integers(len(encoded), size=cfg.batch_size)
+    return make_batch([encoded[i] for i in idx], cfg, sentinels, rng)
+
+
+# ---- training ---------------------------------------------------------------------------------------------------
+
+
+def encode_corpus(tok: T5Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids without the eos (span corruption appends its own)."""
+    return [ids[:-1] for ids in tok(list(texts)).input_ids]
+
+
+@torch.no_grad()
+def eval_loss(model: T5ForConditionalGeneration, batches: Sequence[dict[str, torch.Tensor]]) -> tuple[float, float]:
+    """(mean loss, target-token accuracy) over fixed held-out batches."""
+    model.eval()
+    losses, correct, total = [], 0, 0
+    for b in batches:
+        out = model(**b)
+        losses.append(float(out.loss))
+        keep = b["labels"] != -100
+        correct += int((out.logits.argmax(-1) == b["labels"])[keep].sum())
+        total += int(keep.sum())
+    model.train()
+    return sum(losses) / len(losses), correct / max(1, total)
+
+
+def export_encoder(model: T5ForConditionalGeneration, tokenizer_dir: Path, out_dir: Path) -> dict[str, float]:
+    """Write out_dir/text_encoder (T5EncoderModel, fp16 safetensors) and copy the tokenizer to out_dir/tokenizer."""
+    encoder = T5EncoderModel(model.config)
+    keys = {k: v for k, v in model.state_dict().items() if k.startswith(("shared.", "encoder."))}
+    missing, unexpected = encoder.load_state_dict(keys, strict=False)
+    missing = [k for k in missing if k != "encoder.embed_tokens.weight"]  # tied to shared.weight
+    if missing or unexpected:
+        raise KeyError(f"encoder export: missing {missing}, unexpected {unexpected}")
+
+    def write_encoder(tmp: Path) -> None:
+        torch.nn.Module.half(encoder)  # plain cast: the fp16 files keep the folder small; load with dtype=float32
+        encoder.save_pretrained(tmp, safe_serialization=True)
+
+    replace_dir(write_encoder, out_dir / "text_encoder")
+    replace_dir(lambda tmp: shutil.copytree(tokenizer_dir, tmp), out_dir / "tokenizer")
+    return {
+        "encoder_params": sum(p.numel() for p in encoder.parameters()),
+        "text_encoder_mb": round(folder_mb(out_dir / "text_encoder"), 3),
+        "tokenizer_mb": round(folder_mb(out_dir / "tokenizer"), 3),
+    }
+
+
+LOG_FIELDS = ("step", "seconds", "lr", "loss", "eval_loss", "eval_acc")
+
+
+def train(
+    cfg: TextEncoderTrainConfig,
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    stop_at: int | None = None,
+) -> list[float]:
+    """Train (or resume) tokenizer + T5; checkpoint and export every `cfg.save_every_min` minutes and at the end.
+
+    Args:
+        cfg: the run's config (on resume the checkpoint's, with `steps` from `cfg`).
+        run_dir: tokenizer/ (trained once), checkpoint.pt, log.csv, loss.png, eval.json, train_config.json.
+        out_dir: text_encoder/ and tokenizer/ are written here.
+        resume: continue from run_dir/checkpoint.pt; without it an existing checkpoint is an error.
+        stop_at: stop (and save) after this step, as if interrupted; the schedule still follows cfg.steps.
+    Returns:
+        The training loss of every step run by this call.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, tok_dir = run_dir / CHECKPOINT, run_dir / "tokenizer"
+    state = None
+    if ckpt_path.is_file():
+        if not resume:
+            raise ValueError(f"{ckpt_path} exists: pass resume=True (--resume) or use another run dir")
+        state = load_checkpoint(ckpt_path)
+        cfg = dataclasses.replace(TextEncoderTrainConfig.from_dict(state["config"]), steps=cfg.steps)
+    (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    t0 = time.time()
+    corpus = caption_corpus(cfg.seed, cfg.corpus_scenes, cfg.scene_sizes)
+    if state is None or not (tok_dir / "spiece.model").is_file():
+        train_tokenizer(corpus + vocabulary_lines(), tok_dir, cfg.sp_vocab_size, cfg.extra_ids, cfg.model_max_length)
+    tok = load_tokenizer(tok_dir)
+    encoded = encode_corpus(tok, corpus)
+    sentinels = sentinel_ids(tok, cfg.extra_ids)
+    held_out = encode_corpus(tok, caption_corpus(cfg.eval_seed, cfg.eval_captions // 2, cfg.scene_sizes))
+    eval_rng = np.random.default_rng([cfg.eval_seed, 0])
+    eval_batches = [make_batch(held_out[i : i + 64], cfg, sentinels, eval_rng) for i in range(0, len(held_out), 64)]
+    lengths = [len(x) for x in encoded]
+    logger.info("corpus: %d captions, tokens/caption mean %.1f max %d (%.0fs)", len(encoded), np.mean(lengths),
+                max(lengths), time.time() - t0)  # fmt: skip
+
+    torch.manual_seed(cfg.seed)
+    model = T5ForConditionalGeneration(t5_config(cfg, len(tok))).train()
+    with torch.no_grad():  # T5 v1.1 inits the untied head with std 1 (logits ~ sqrt(d_model)); start at 1/sqrt(d)
+        model.lm_head.weight.normal_(0.0, cfg.d_model**-0.5)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        logger.info("resumed %s at step %d (%.0f s trained)", ckpt_path, step, elapsed)
+    n_enc = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("shared.", "encoder.")))
+    logger.info("T5: %.2fM params (encoder %.2fM), vocab %d; steps %d -> %d",
+                sum(p.numel() for p in model.parameters()) / 1e6, n_enc / 1e6, len(tok), step, cfg.steps)  # fmt: skip
+
+    log = CsvLog(run_dir / "log.csv", LOG_FIELDS, resume_step=step)
+    last_save, losses, first_step, first_elapsed = time.time(), [], step, elapsed
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+
+    def save() -> None:
+        atomic_torch_save(
+            {"model": model.state_dict(), "optim": opt.state_dict(), "step": step, "elapsed": elapsed,
+             "config": cfg.to_dict()},
+            ckpt_path,
+        )  # fmt: skip
+        loss, acc = eval_loss(model, eval_batches)
+        sizes = export_encoder(model, tok_dir, out_dir)
+        report = {"step": step, "train_seconds": round(elapsed, 1), "eval_loss": loss, "eval_token_acc": acc,
+                  "vocab_size": len(tok), **sizes}  # fmt: skip
+        (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        log.write({"step": step, "seconds": round(elapsed, 1), "eval_loss": loss, "eval_acc": acc})
+        plot_curves(log.path, run_dir / "loss.png", ["loss", "eval_loss"], title="demo T5 span-corruption loss")
+        logger.info("step %d: saved; held-out loss %.4f, token acc %.3f; text_encoder %.2f MB", step, loss, acc,
+                    sizes["text_encoder_mb"])  # fmt: skip
+
+    try:
+        while step < end:
+            t0 = time.time()
+            lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss_t = model(**training_batch(encoded, cfg, sentinels, step)).loss
+            opt.zero_grad(set_to_none=True)
+            loss_t.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            elapsed += time.time() - t0
+            loss = float(loss_t.detach())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"T5 loss is {loss} at step {step}")
+            losses.append(loss)
+            if step % cfg.log_every == 0 or step == end:
+                log.write({"step": step, "seconds": round(elapsed, 1), "lr": lr, "loss": loss})
+                logger.info("step %d/%d loss %.4f lr %.2e %.2fs/step", step, cfg.steps, loss, lr,
+                            (elapsed - first_elapsed) / (step - first_step))  # fmt: skip
+            if step < end and time.time() - last_save > cfg.save_every_min * 60:
+                save()
+                last_save = time.time()
+        save()
+    finally:
+        log.close()
+    return losses
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pixart.demo.text_encoder",
+        description="Train the demo sentencepiece tokenizer and T5 encoder on emoji captions (span corruption); "
+        "writes OUT/tokenizer and OUT/text_encoder in the diffusers PixArt layout.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = TextEncoderTrainConfig()
+    p.add_argument("--out", required=True, metavar="DIR", help="export folder: DIR/text_encoder and DIR/tokenizer")
+    p.add_argument("--run-dir", metavar="DIR", help="tokenizer, checkpoint, log.csv, loss.png (default: OUT/t5_run)")
+    p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (also sets the LR schedule)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt if it exists")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the caption corpus, batches and init")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="captions per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    p.add_argument(
+        "--corpus-scenes", type=int, default=d.corpus_scenes, help="scenes whose 2 captions form the corpus"
+    )
+    p.add_argument("--vocab-size", type=int, default=d.sp_vocab_size, help="sentencepiece pieces (upper bound)")
+    p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between checkpoints")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo is sized for one)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_dir = Path(args.run_dir or Path(args.out) / "t5_run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(args.log_level, run_dir / "train.log")
+    torch.set_num_threads(args.threads)
+    cfg = TextEncoderTrainConfig(
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        corpus_scenes=args.corpus_scenes,
+        sp_vocab_size=args.vocab_size,
+        save_every_min=args.save_every_min,
+    )
+    try:
+        train(cfg, run_dir, args.out, resume=args.resume)
+    except (ValueError, KeyError, FloatingPointError) as e:
+        logger.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The demo tokenizer + T5 recipe: real-layout tokenizer folder, span corruption, training, resume, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, T5EncoderModel, T5ForConditionalGeneration, T5Tokenizer, T5TokenizerFast
+
+from pixart.demo.text_encoder import (
+    TextEncoderTrainConfig,
+    caption_corpus,
+    load_tokenizer,
+    make_batch,
+    random_spans_noise_mask,
+    sentinel_ids,
+    span_corruption,
+    t5_config,
+    train,
+    train_tokenizer,
+    vocabulary_lines,
+)
+
+PROMPT = "a red apple next to two small cats on a blue background"
+
+
+def tiny_cfg(**changes) -> TextEncoderTrainConfig:
+    base = TextEncoderTrainConfig(
+        corpus_scenes=40, d_model=32, d_kv=8, num_heads=2, d_ff=64, num_layers=2, num_decoder_layers=1,
+        batch_size=4, steps=4, warmup=1, lr=3e-3, log_every=1, eval_captions=8, extra_ids=20, save_every_min=1e9,
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok")
+    return train_tokenizer(caption_corpus(0, 40, [(256, 256)]) + vocabulary_lines(), out, 512, extra_ids=20)
+
+
+def test_tokenizer_folder_has_t5_layout(tokenizer_dir):
+    assert sorted(p.name for p in tokenizer_dir.iterdir()) == [
+        "special_tokens_map.json",
+        "spiece.model",
+        "tokenizer_config.json",
+    ]
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "T5Tokenizer" and config["extra_ids"] == 20
+
+
+@pytest.mark.parametrize("cls", [T5Tokenizer, T5TokenizerFast, AutoTokenizer])
+def test_tokenizer_loads_with_real_vocabulary(tokenizer_dir, cls):
+    tok = cls.from_pretrained(str(tokenizer_dir))
+    ids = tok(PROMPT).input_ids
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert pieces == ["▁" + w for w in PROMPT.split()] + ["</s>"]  # one whole-word piece per word, no unk
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert tok.convert_tokens_to_ids("<extra_id_0>") == len(tok) - 1  # T5: sentinels last, in reverse order
+    assert tok.convert_tokens_to_ids("<extra_id_19>") == len(tok) - 20
+    assert tok.decode(ids, skip_special_tokens=True) == PROMPT
+    assert 2 not in tok("a zebra-like Xylophone 42").input_ids  # unseen words fall back to pieces, not unk
+
+
+def test_span_corruption_paper_example():
+    words = "Thank you for inviting me to your party last week .".split()
+    ids = list(range(10, 10 + len(words)))
+    mask = np.array([w in ("for", "inviting", "last") for w in words])
+    x, z, eos = 100, 99, 1  # <X>, <Y>, <Z> = sentinels 0, 1, 2
+    inputs, targets = span_corruption(ids, mask, [100, 99, 98], eos)
+    assert inputs == [10, 11, x, 14, 15, 16, 17, z, 19, 20, eos]  # Thank you <X> me to your party <Y> week .
+    assert targets == [x, 12, 13, z, 18, 98, eos]  # <X> for inviting <Y> last <Z>
+    with pytest.raises(ValueError):
+        span_corruption(ids, ~mask, [100, 99, 98])  # starts with noise
+
+
+def test_random_spans_noise_mask_density_and_spans():
+    rng = np.random.default_rng(0)
+    mask = random_spans_noise_mask(100, 0.15, 3.0, rng)
+    assert mask.sum() == 15 and not mask[0]
+    starts = np.flatnonzero(mask[1:] & ~mask[:-1])
+    assert len(starts) == 5  # 15 noise tokens / mean span 3
+
+
+def test_make_batch_pads_inputs_and_masks_labels(tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    cfg = tiny_cfg()
+    encoded = [ids[:-1] for ids in tok([PROMPT, "a cat"]).input_ids]
+    batch = make_batch(encoded, cfg, sentinel_ids(tok, cfg.extra_ids), np.random.default_rng(0))
+    assert batch["input_ids"].shape[0] == 2 and batch["attention_mask"].dtype == torch.bool
+    assert (batch["input_ids"][1][~batch["attention_mask"][1]] == 0).all()
+    assert (batch["labels"] == -100).any() and (
+        batch["labels"][:, 0] == tok.convert_tokens_to_ids("<extra_id_0>")
+    ).all()
+
+
+def test_training_step_loss_decreases_on_fixed_batch(tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(t5_config(cfg, len(tok)))
+    encoded = [ids[:-1] for ids in tok(caption_corpus(3, 4, [(256, 256)])).input_ids]
+    batch = make_batch(encoded, cfg, sentinel_ids(tok, cfg.extra_ids), np.random.default_rng(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(5):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_resume_matches_uninterrupted_run_and_export_loads(tmp_path):
+    cfg = tiny_cfg()
+    full = train(cfg, tmp_path / "a", tmp_path / "a_out")
+    first = train(cfg, tmp_path / "b", tmp_path / "b_out", stop_at=2)
+    with pytest.raises(ValueError):
+        train(cfg, tmp_path / "b", tmp_path / "b_out")  # an existing checkpoint needs resume=True
+    rest = train(cfg, tmp_path / "b", tmp_path / "b_out", resume=True)
+    assert len(first) == 2 and len(rest) == 2
+    np.testing.assert_allclose(first + rest, full, rtol=1e-5)
+    rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:] if r.split(",")[3]] == ["1", "2", "3", "4"]  # no duplicated steps
+
+    out = tmp_path / "b_out"
+    encoder = T5EncoderModel.from_pretrained(str(out / "text_encoder"), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    enc = tok([PROMPT], return_tensors="pt")
+    hidden = encoder(**enc).last_hidden_state
+    assert hidden.shape == (1, enc.input_ids.shape[1], cfg.d_model) and torch.isfinite(hidden).all()
