@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 
 class RssSampler:
@@ -31,3 +32,29 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.current())
+
+
+def time_and_peak(fn, repeats: int, device: str) -> tuple[float, int]:
+    """Call `fn` once to warm up, then `repeats` times: (best seconds, peak bytes added by the timed calls).
+
+    CPU: highest RSS seen by `RssSampler` minus the RSS before the timed calls; CUDA: `max_memory_allocated`
+    minus the allocation before them.
+    """
+    import torch
+
+    cuda = device.startswith("cuda")
+    fn()  # warm-up (kernels, caches, optimizer state)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() if cuda else RssSampler.current()
+    times = []
+    with RssSampler() as sampler:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() if cuda else sampler.peak
+    return min(times), peak - base

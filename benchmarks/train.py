@@ -17,10 +17,9 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
 import torch
-from _measure import RssSampler
+from _measure import time_and_peak
 from transformer import build
 
 from pixart.diffusion.losses import GaussianDiffusion
@@ -61,22 +60,8 @@ def measure(kind: str, size: int, depth: int, batch: int, steps: int, checkpoint
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: part of the baseline, not the peak
 
-    cuda = device.startswith("cuda")
-    step()  # warm-up; also allocates the optimizer state
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated() if cuda else RssSampler.current()
-    times = []
-    with RssSampler() as sampler:
-        for _ in range(steps):
-            start = time.perf_counter()
-            step()
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() if cuda else sampler.peak
-    return {"images_per_s": batch / min(times), "peak_bytes": peak - base}
+    seconds, peak = time_and_peak(step, steps, device)  # the warm-up also allocates the optimizer state
+    return {"images_per_s": batch / seconds, "peak_bytes": peak}
 
 
 def run_isolated(kind: str, size: int, checkpointing: bool, args) -> dict:

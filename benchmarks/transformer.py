@@ -19,10 +19,9 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
 import torch
-from _measure import RssSampler
+from _measure import time_and_peak
 
 from pixart.config import ModelConfig
 from pixart.convert import config_to_diffusers, ours_to_diffusers
@@ -73,27 +72,9 @@ def measure(kind: str, size: int, depth: int, batch: int, repeats: int, device: 
             )[0]
         return model(x, t, caption, mask)
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    cuda = device.startswith("cuda")
     with torch.inference_mode():
-        forward()  # warm-up (kernels, caches)
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() if cuda else RssSampler.current()
-        times = []
-        with RssSampler() as sampler:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                forward()
-                if cuda:
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-        peak = torch.cuda.max_memory_allocated() if cuda else sampler.peak
-    return {"seconds": min(times), "forward_peak_bytes": peak - base}
+        seconds, peak = time_and_peak(forward, repeats, device)
+    return {"seconds": seconds, "forward_peak_bytes": peak}
 
 
 def run_isolated(kind: str, size: int, args) -> dict:
