@@ -64,7 +64,8 @@ def test_info_file_reports_format_dtype_and_count(tmp_path, capsys, to):
         assert info["config"] == model.cfg.to_dict()
 
 
-def test_info_errors(capsys):
+def test_info_errors(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("pixart.commands.generate.BUNDLED_MODEL", tmp_path / "none")
     assert_one_line_error(*cli(capsys, "info")[::2], "no model is bundled yet", "preset")
     assert_one_line_error(*cli(capsys, "info", "PixArt-Nope")[::2], "PixArt-Nope", "PixArt-Sigma-XL-2-1024-MS")
 

@@ -14,7 +14,7 @@ from pixart.demo.vae import (
     VAETrainConfig,
     build_vae,
     heldout_scenes,
-    init_posterior,
+    init_weights,
     psnr,
     train,
     training_batch,
@@ -51,7 +51,7 @@ def test_loss_decreases_on_fixed_batch():
     cfg = tiny_cfg()
     torch.manual_seed(0)
     vae = build_vae(cfg)
-    init_posterior(vae, cfg.init_logvar)
+    init_weights(vae, cfg.init_logvar)
     x = training_batch(cfg, 0)
     opt = torch.optim.AdamW(vae.parameters(), lr=2e-3)
     losses = []

@@ -133,10 +133,24 @@ def test_weak_to_strong_stages_change_only_what_they_say(cache, tmp_path):
     shutil.rmtree(out)
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path):
+FSDP_ENV = {  # what `accelerate launch --use_fsdp --fsdp_version 2 ...` exports to each process
+    "ACCELERATE_USE_FSDP": "true",
+    "FSDP_VERSION": "2",
+    "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+    "FSDP_TRANSFORMER_CLS_TO_WRAP": "PixArtBlock",
+    "FSDP_RESHARD_AFTER_FORWARD": "true",
+    "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
+}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path, strategy):
     """torchrun, 2 CPU processes (gloo, DDP through accelerate) vs one process: same weights after 3 steps.
 
-    Tolerance 1e-6: DDP sums the two halves' gradients in another order than one backward over the whole
+    With the FSDP environment of `accelerate launch --use_fsdp`, accelerate on CPU falls back to DDP (it shards only
+    on accelerators); the run must say so and still be right.
+
+    Tolerance 1e-6: the processes sum the two halves' gradients in another order than one backward over the whole
     batch does, so the floats can differ in the last bits.
     """
     import os
@@ -168,7 +182,6 @@ def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path):
         "--nproc_per_node=2",
         "-m",
         "pixart.cli",
-        "-q",
         "train",
         *sets,
         "--set",
@@ -182,9 +195,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path):
         "--set",
         "log_every=1",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(FSDP_ENV if strategy == "fsdp" else {}))
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    # accelerate runs FSDP only on accelerators: on CPU the request must be reported, not silently dropped
+    assert "accelerate: MULTI_CPU on cpu:0, 2 process(es)" in result.stderr
+    assert ("FSDP was requested" in result.stderr) == (strategy == "fsdp")
     a = load_checkpoint(latest_checkpoint(tmp_path / "one" / "checkpoints"))["model"]
     b = load_checkpoint(latest_checkpoint(tmp_path / "two" / "checkpoints"))["model"]
     for key in a:

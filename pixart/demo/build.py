@@ -26,12 +26,12 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
-STAGES = ("data", "text_encoder", "vae", "cache", "base", "hires", "kv", "package")
+STAGES = ("data", "text_encoder", "vae", "cache-128", "base", "cache-256", "hires", "kv", "package")
 
 # (width, height) of the exported scenes: the exact bucket sizes of each stage's table, so no crop cuts an emoji.
 SIZES_128 = ((128, 128), (160, 96), (96, 160), (144, 112), (112, 144))
 SIZES_256 = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
-SCENES = {"data-128": 30000, "data-256": 8000}
+SCENES = {"data-128": 12000, "data-256": 4000}
 SMOKE_SCENES = {"data-128": 24, "data-256": 12}
 
 
@@ -81,24 +81,24 @@ def stage_vae(root: Path, smoke: bool) -> None:
         raise RuntimeError("VAE training failed; see its log")
 
 
-def stage_cache(root: Path, smoke: bool) -> None:
+def stage_cache(root: Path, smoke: bool, res: int) -> None:
+    """`pixart prepare`'s cache of data-RES (T5 features, VAE latent mean/std); each DiT stage needs only its own."""
     from pixart.data.buckets import bins_for
     from pixart.data.cache import T5AndVAE, prepare_cache
 
     export = root / "export"
     encoders = T5AndVAE(export, export / "vae", max_tokens=120)  # export/ holds text_encoder/ + tokenizer/
-    for res in (128, 256):
-        summary = prepare_cache(
-            root / f"data-{res}",
-            root / f"cache-{res}",
-            encoders,
-            bins=bins_for(res),
-            max_tokens=120,
-            shard_size=64 if smoke else 1024,
-            batch_size=16,
-            workers=2,
-        )
-        logger.info("cache-%d: %s", res, summary)
+    summary = prepare_cache(
+        root / f"data-{res}",
+        root / f"cache-{res}",
+        encoders,
+        bins=bins_for(res),
+        max_tokens=120,
+        shard_size=64 if smoke else 1024,
+        batch_size=16,
+        workers=2,
+    )
+    logger.info("cache-%d: %s", res, summary)
 
 
 def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
@@ -126,13 +126,8 @@ def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
 
 def stage_train(root: Path, stage: str, smoke: bool) -> None:
     """Train one DiT stage with `pixart train`'s loop, then export its final weights (EMA when kept)."""
-    import torch
-
-    from pixart.checkpoint import build_model, save_transformer
-    from pixart.config import ModelConfig
     from pixart.train.config import load_train_config
     from pixart.train.loop import main as train
-    from pixart.train.state import latest_checkpoint, load_checkpoint
 
     cfg = load_train_config(REPO / "configs" / "demo" / f"{stage}.toml", _train_overrides(root, stage, smoke))
     final = Path(cfg.output_dir) / "final.safetensors"
@@ -140,10 +135,28 @@ def stage_train(root: Path, stage: str, smoke: bool) -> None:
         logger.info("stage %s: %s exists, skipping", stage, final)
         return
     train(cfg)
-    ckpt = load_checkpoint(latest_checkpoint(Path(cfg.output_dir) / "checkpoints"))
+    export_latest(Path(cfg.output_dir), final)
+
+
+def export_latest(run_dir: Path, dst: Path) -> int:
+    """Write the newest checkpoint of a DiT run (its EMA weights when kept) as a transformer file; returns its step.
+
+    Used for each stage's final.safetensors and, mid-run, for evaluating a snapshot (`--export-latest STAGE`).
+    """
+    import torch
+
+    from pixart.checkpoint import build_model, save_transformer
+    from pixart.config import ModelConfig
+    from pixart.train.state import latest_checkpoint, load_checkpoint
+
+    path = latest_checkpoint(run_dir / "checkpoints")
+    if path is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint yet")
+    ckpt = load_checkpoint(path)
     weights = ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"]
-    model_cfg = ModelConfig.from_json(_config_json(Path(cfg.output_dir)))
-    save_transformer(build_model(model_cfg, {k: v.to(torch.float32) for k, v in weights.items()}), final)
+    model_cfg = ModelConfig.from_json(_config_json(run_dir))
+    save_transformer(build_model(model_cfg, {k: v.to(torch.float32) for k, v in weights.items()}), dst)
+    return ckpt["state"].step
 
 
 def _config_json(run_dir: Path) -> str:
@@ -156,14 +169,14 @@ def _config_json(run_dir: Path) -> str:
         return f.metadata()["pixart_config"]
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR) -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "kv") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (kv: the finished recipe)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
 
-    final = root / "dit-kv" / "final.safetensors"
+    final = root / f"dit-{source}" / "final.safetensors"
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -195,7 +208,7 @@ def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR) -> None:
         "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    (tmp / "README.md").write_text(MODEL_CARD)
+    (tmp / "README.md").write_text(MODEL_CARD + STAGE_NOTE[source])
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)
@@ -210,6 +223,11 @@ A small PixArt-Σ (transformer, T5 encoder, VAE) trained from scratch by `python
 The emoji artwork is OpenMoji (https://openmoji.org), licensed CC BY-SA 4.0; the training images are
 derived from it, and so are these weights: share them under the same licence, with this credit.
 """
+STAGE_NOTE = {
+    "kv": "\nThe transformer is the final stage: 256 px, KV compression (conv, 2x) on blocks 4-7.\n",
+    "hires": "\nThe transformer is stage 2 of 3 (256 px, no KV compression): the recipe has not finished yet.\n",
+    "base": "\nThe transformer is stage 1 of 3 (128 px base): the 256 px and KV stages have not been run yet.\n",
+}
 
 
 # ---- command line ---------------------------------------------------------------------------------------------------
@@ -223,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     p.add_argument("--smoke", action="store_true", help="toy sizes everywhere: checks the recipe in minutes")
     p.add_argument("--package-dir", default=str(PACKAGE_DIR), help="where the packaged model folder goes")
+    p.add_argument(
+        "--export-latest",
+        metavar="STAGE",
+        choices=("base", "hires", "kv"),
+        help="instead of building: write ROOT/dit-STAGE/latest.safetensors from that run's newest checkpoint "
+        "(EMA weights), e.g. to `pixart eval` a run in progress",
+    )
+    p.add_argument(
+        "--package-from",
+        default="kv",
+        choices=("base", "hires", "kv"),
+        help="the DiT stage whose final.safetensors the package stage ships (kv: the finished recipe)",
+    )
     return p
 
 
@@ -236,15 +267,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown stages {unknown}; allowed: {', '.join(STAGES)}")
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
+    if args.export_latest:
+        dst = root / f"dit-{args.export_latest}" / "latest.safetensors"
+        step = export_latest(root / f"dit-{args.export_latest}", dst)
+        logger.info("wrote %s (step %d)", dst, step)
+        return 0
     steps = {
         "data": lambda: stage_data(root, args.smoke),
         "text_encoder": lambda: stage_text_encoder(root, args.smoke),
         "vae": lambda: stage_vae(root, args.smoke),
-        "cache": lambda: stage_cache(root, args.smoke),
+        "cache-128": lambda: stage_cache(root, args.smoke, 128),
+        "cache-256": lambda: stage_cache(root, args.smoke, 256),
         "base": lambda: stage_train(root, "base", args.smoke),
         "hires": lambda: stage_train(root, "hires", args.smoke),
         "kv": lambda: stage_train(root, "kv", args.smoke),
-        "package": lambda: stage_package(root, args.smoke, Path(args.package_dir)),
+        "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }
     for stage in STAGES:
         if stage in stages:

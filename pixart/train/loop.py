@@ -14,6 +14,7 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -220,6 +221,11 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=no_gpu)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    if accelerator.is_main_process:
+        logger.info("accelerate: %s on %s, %d process(es)", accelerator.distributed_type.value, device, world)
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type != "FSDP":
+            logger.warning("FSDP was requested, but accelerate runs FSDP only on GPUs/XPUs/NPUs: training with %s",
+                           accelerator.distributed_type.value)  # fmt: skip
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
     if accelerator.is_main_process:
