@@ -6,6 +6,12 @@ import os
 import threading
 import time
 
+# glibc keeps freed blocks below its (adaptive, up to 32 MiB) mmap threshold in the heap, so after a warm-up the
+# RSS no longer drops when tensors are freed and "peak minus base" under-counts. With a fixed 64 KiB threshold
+# every tensor-sized block is its own mapping, returned on free: the RSS then follows live memory. It slows
+# allocation a little, so benchmarks measure memory and time in separate processes.
+EXACT_RSS_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
 
 class RssSampler:
     """Highest resident set size of this process while the context is open, sampled every millisecond."""

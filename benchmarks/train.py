@@ -2,10 +2,12 @@
 
 One step = forward, the IDDPM hybrid loss (pixart.diffusion.losses, for both), backward, AdamW step, on a
 full-width (1152) model of `--depth` blocks, fp32. Measured with and without gradient checkpointing, and our
-model with KV compression (conv 2x, every block) at 4x the base token count. Each measurement runs in a fresh
-subprocess; peak memory is what the timed steps add on top of weights, gradients, optimizer state and
-inputs, i.e. the activations (RSS sampled every ms on CPU, `max_memory_allocated` on CUDA).
-Ratios > 1 in images/s mean ours is faster.
+model with KV compression (conv 2x, every block) at 4x the base token count. Each number comes from a fresh
+subprocess: images/s from whole steps (best of `--steps`, after a warm-up step); activation memory, in another
+process, as the peak over forward + loss + backward of what they add on top of weights, gradients, optimizer
+state and inputs (RSS sampled every ms with glibc returning freed blocks at once, see _measure.EXACT_RSS_ENV;
+`max_memory_allocated` on CUDA). The optimizer step is left out of the memory figure: AdamW's temporaries are
+parameter-sized and the same with or without checkpointing. Ratios > 1 in images/s mean ours is faster.
 
     python benchmarks/train.py                   # 512² (1,024 tokens), KV at 1024² (4,096 tokens)
     python benchmarks/train.py --size 256 --depth 1 --steps 2
@@ -15,17 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
 import torch
-from _measure import time_and_peak
+from _measure import EXACT_RSS_ENV, RssSampler, time_and_peak
 from transformer import build
 
 from pixart.diffusion.losses import GaussianDiffusion
 
 
-def measure(kind: str, size: int, depth: int, batch: int, steps: int, checkpointing: bool, device: str) -> dict:
+def measure(
+    kind: str, size: int, depth: int, batch: int, steps: int, checkpointing: bool, device: str, mode: str
+) -> dict:
     model = build("ours-kv" if kind == "ours-kv" else kind, depth).to(device).train()
     if checkpointing:
         if kind == "diffusers":
@@ -44,7 +49,7 @@ def measure(kind: str, size: int, depth: int, batch: int, steps: int, checkpoint
     mask[:, 120:] = 0
     xt = diffusion.q_sample(x0, t, noise)
 
-    def step():
+    def forward_backward():
         if kind == "diffusers":
             out = model(
                 xt,
@@ -57,14 +62,38 @@ def measure(kind: str, size: int, depth: int, batch: int, steps: int, checkpoint
         else:
             out = model(xt, t, caption, mask, drop_caption=torch.zeros(batch, dtype=torch.bool, device=device))
         diffusion.training_losses(out, x0, xt, noise, t)["loss"].mean().backward()
+
+    def step():
+        forward_backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: part of the baseline, not the peak
 
-    seconds, peak = time_and_peak(step, steps, device)  # the warm-up also allocates the optimizer state
-    return {"images_per_s": batch / seconds, "peak_bytes": peak}
+    if mode == "time":
+        seconds, _ = time_and_peak(step, steps, device)  # the warm-up also allocates the optimizer state
+        return {"images_per_s": batch / seconds}
+    step()  # warm-up: optimizer state and gradients exist from here on
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        forward_backward()
+        torch.cuda.synchronize()
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - base}
+    base = RssSampler.current()
+    with RssSampler() as sampler:
+        forward_backward()
+    return {"peak_bytes": sampler.peak - base}
 
 
 def run_isolated(kind: str, size: int, checkpointing: bool, args) -> dict:
+    """images/s and activation bytes of one configuration, each from its own fresh process."""
+    result = {}
+    for mode, env in (("time", {}), ("memory", EXACT_RSS_ENV)):
+        result.update(run_child(kind, size, checkpointing, args, mode, env))
+    return result
+
+
+def run_child(kind: str, size: int, checkpointing: bool, args, mode: str, env: dict) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -83,7 +112,8 @@ def run_isolated(kind: str, size: int, checkpointing: bool, args) -> dict:
     ]
     if checkpointing:
         cmd.append("--_checkpointing")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    cmd += ["--_mode", mode]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -96,9 +126,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     parser.add_argument("--_checkpointing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_mode", default="time", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        result = measure(args._child, args.size, args.depth, args.batch, args.steps, args._checkpointing, args.device)
+        result = measure(
+            args._child, args.size, args.depth, args.batch, args.steps, args._checkpointing, args.device, args._mode
+        )
         print(json.dumps(result))
         return
 
@@ -107,7 +140,7 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, depth {args.depth}, "
         f"batch {args.batch}, fp32, AdamW, IDDPM loss\n"
     )
-    print("| run | image | tokens | images/s | peak MiB | vs diffusers images/s | vs diffusers memory |")
+    print("| run | image | tokens | images/s | activation MiB | vs diffusers images/s | vs diffusers memory |")
     print("|---|---|---|---|---|---|---|")
     rows = {}
     for checkpointing in (False, True):

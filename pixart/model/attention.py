@@ -138,6 +138,6 @@ class CrossAttention(nn.Module):
             attn_mask = (mask | ~has_tokens[:, None])[:, None, None, :]  # (B, 1, 1, L)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, d)
         out = self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
-        if has_tokens is not None:
-            out = out * has_tokens[:, None, None].to(out.dtype)
+        if has_tokens is not None:  # where, not a multiply: autograd then keeps only the (B,) flags, not `out`
+            out = torch.where(has_tokens[:, None, None], out, 0.0)
         return out
