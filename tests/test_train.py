@@ -292,3 +292,13 @@ def test_kill_9_mid_run_leaves_loadable_checkpoints_and_resumes(cache, tmp_path)
     step = load_checkpoint(done[-1])["state"].step
     resumed = main(config(cache, out, f"max_steps={step + 2}", "checkpoint_every=1", "keep_checkpoints=2"))
     assert len(resumed) == 2
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: 1-3 minutes on 2 cores
+def test_compiled_training_matches_eager(cache, full_run, tmp_path):
+    """`compile = true` (torch.compile, inductor's C++ kernels on CPU) trains the same model: same losses within
+    float tolerance (fused kernels round differently), and its checkpoints hold plain (uncompiled) keys."""
+    compiled = main(config(cache, tmp_path / "compiled", "compile=true"))
+    torch.testing.assert_close(torch.tensor(compiled), torch.tensor(full_run[0]), atol=1e-4, rtol=1e-4)
+    state = load_checkpoint(latest_checkpoint(tmp_path / "compiled" / "checkpoints"))["model"]
+    assert not any(k.startswith("_orig_mod") for k in state)
