@@ -2,9 +2,10 @@
 
 One step = forward, the IDDPM hybrid loss (pixart.diffusion.losses, for both), backward, AdamW step, on a
 full-width (1152) model of `--depth` blocks, fp32. Measured with and without gradient checkpointing, and our
-model with KV compression (conv 2x, every block) at 4x the base token count. Each number comes from a fresh
-subprocess: images/s from whole steps (best of `--steps`, after a warm-up step); activation memory, in another
-process, as the peak over forward + loss + backward of what they add on top of weights, gradients, optimizer
+model with KV compression (conv 2x, every block) at 4x the base token count. images/s from whole steps: one
+process holds every variant being compared and steps them round-robin (a warm-up step each, then `--steps`
+rounds, best kept), so a shared machine's drifting speed hits all alike. Activation memory, each variant in a
+fresh process, is the peak over forward + loss + backward of what they add on top of weights, gradients, optimizer
 state and inputs (RSS sampled every ms with glibc returning freed blocks at once, see _measure.EXACT_RSS_ENV;
 `max_memory_allocated` on CUDA). The optimizer step is left out of the memory figure: AdamW's temporaries are
 parameter-sized and the same with or without checkpointing. Ratios > 1 in images/s mean ours is faster.
@@ -20,17 +21,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import torch
-from _measure import EXACT_RSS_ENV, RssSampler, time_and_peak
+from _measure import EXACT_RSS_ENV, RssSampler
 from transformer import build
 
 from pixart.diffusion.losses import GaussianDiffusion
 
 
-def measure(
-    kind: str, size: int, depth: int, batch: int, steps: int, checkpointing: bool, device: str, mode: str
-) -> dict:
+def make_step(kind: str, size: int, depth: int, batch: int, checkpointing: bool, device: str):
+    """(step, forward_backward) closures of one variant: a full training step, and its forward + loss + backward."""
     model = build("ours-kv" if kind == "ours-kv" else kind, depth).to(device).train()
     if checkpointing:
         if kind == "diffusers":
@@ -68,9 +69,27 @@ def measure(
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: part of the baseline, not the peak
 
-    if mode == "time":
-        seconds, _ = time_and_peak(step, steps, device)  # the warm-up also allocates the optimizer state
-        return {"images_per_s": batch / seconds}
+    return step, forward_backward
+
+
+def measure_times(variants: list[tuple[str, bool]], size: int, depth: int, batch: int, steps: int, device: str):
+    """images/s of each (kind, checkpointing) variant, stepped round-robin in this process."""
+    fns = {v: make_step(*v[:1], size, depth, batch, v[1], device)[0] for v in variants}
+    best = dict.fromkeys(fns, float("inf"))
+    for round_ in range(steps + 1):  # round 0 is the warm-up (it also allocates the optimizer state)
+        for v, step in fns.items():
+            start = time.perf_counter()
+            step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if round_:
+                best[v] = min(best[v], time.perf_counter() - start)
+    return [{"kind": v[0], "checkpointing": v[1], "images_per_s": batch / best[v]} for v in variants]
+
+
+def measure_memory(kind: str, size: int, depth: int, batch: int, checkpointing: bool, device: str) -> dict:
+    """Activation bytes of one variant (run in a fresh process)."""
+    step, forward_backward = make_step(kind, size, depth, batch, checkpointing, device)
     step()  # warm-up: optimizer state and gradients exist from here on
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -85,54 +104,40 @@ def measure(
     return {"peak_bytes": sampler.peak - base}
 
 
-def run_isolated(kind: str, size: int, checkpointing: bool, args) -> dict:
-    """images/s and activation bytes of one configuration, each from its own fresh process."""
-    result = {}
-    for mode, env in (("time", {}), ("memory", EXACT_RSS_ENV)):
-        result.update(run_child(kind, size, checkpointing, args, mode, env))
-    return result
-
-
-def run_child(kind: str, size: int, checkpointing: bool, args, mode: str, env: dict) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--_child",
-        kind,
-        "--size",
-        str(size),
-        "--depth",
-        str(args.depth),
-        "--batch",
-        str(args.batch),
-        "--steps",
-        str(args.steps),
-        "--device",
-        args.device,
-    ]
-    if checkpointing:
-        cmd.append("--_checkpointing")
-    cmd += ["--_mode", mode]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env}).stdout
+def run_child(args, size: int, *child: str, env: dict | None = None):
+    cmd = [sys.executable, __file__, "--_child", *child, "--size", str(size), "--depth", str(args.depth)]
+    cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_all(args, size: int, variants: list[tuple[str, bool]]) -> dict:
+    """{(kind, checkpointing): {"images_per_s", "peak_bytes"}}: one interleaved timing process, then one memory
+    process per variant."""
+    spec = ",".join(f"{kind}:{int(ckpt)}" for kind, ckpt in variants)
+    rows = {(r["kind"], r["checkpointing"]): r for r in run_child(args, size, "times", spec)}
+    for kind, ckpt in variants:
+        rows[kind, ckpt].update(run_child(args, size, "memory", f"{kind}:{int(ckpt)}", env=EXACT_RSS_ENV))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512, help="base square image size in pixels")
-    parser.add_argument("--depth", type=int, default=2, help="number of transformer blocks")
+    parser.add_argument("--depth", type=int, default=4, help="number of transformer blocks")
     parser.add_argument("--batch", type=int, default=2, help="batch size")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per measurement (best is kept)")
+    parser.add_argument("--steps", type=int, default=2, help="timed rounds (best is kept)")
     parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--_child", help=argparse.SUPPRESS)
-    parser.add_argument("--_checkpointing", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--_mode", default="time", help=argparse.SUPPRESS)
+    parser.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        result = measure(
-            args._child, args.size, args.depth, args.batch, args.steps, args._checkpointing, args.device, args._mode
-        )
-        print(json.dumps(result))
+        mode, spec = args._child
+        variants = [(kind, bool(int(ckpt))) for kind, ckpt in (v.split(":") for v in spec.split(","))]
+        if mode == "times":
+            print(json.dumps(measure_times(variants, args.size, args.depth, args.batch, args.steps, args.device)))
+        else:
+            print(json.dumps(measure_memory(*variants[0][:1], args.size, args.depth, args.batch, variants[0][1],
+                                            args.device)))  # fmt: skip
         return
 
     mib = 2**20
@@ -142,10 +147,8 @@ def main() -> None:
     )
     print("| run | image | tokens | images/s | activation MiB | vs diffusers images/s | vs diffusers memory |")
     print("|---|---|---|---|---|---|---|")
-    rows = {}
+    rows = measure_all(args, args.size, [(k, c) for c in (False, True) for k in ("ours", "diffusers")])
     for checkpointing in (False, True):
-        for kind in ("ours", "diffusers"):
-            rows[kind, checkpointing] = run_isolated(kind, args.size, checkpointing, args)
         for kind in ("ours", "diffusers"):
             r, ref = rows[kind, checkpointing], rows["diffusers", checkpointing]
             label = f"{kind}{' + checkpointing' if checkpointing else ''}"
@@ -156,8 +159,8 @@ def main() -> None:
                 flush=True,
             )
     big = args.size * 2  # 4x the tokens
-    kv = run_isolated("ours-kv", big, False, args)
-    plain = run_isolated("ours", big, False, args)
+    big_rows = measure_all(args, big, [("ours", False), ("ours-kv", False)])
+    plain, kv = big_rows["ours", False], big_rows["ours-kv", False]
     for label, r in (("ours", plain), ("ours + KV compression", kv)):
         print(
             f"| {label} | {big}² | {(big // 16) ** 2:,} | {r['images_per_s']:.3f} | {r['peak_bytes'] / mib:.0f} | | |",

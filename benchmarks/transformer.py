@@ -1,13 +1,16 @@
 """Transformer forward speed and memory: ours vs diffusers' PixArtTransformer2DModel on identical weights.
 
 Full-width (1152 wide, 16 heads x 72, 4096-d captions) model of `--depth` blocks, batch 2, fp32, CPU by
-default. For each image size it times one forward pass of each implementation (best of `--repeats`, after a
-warm-up) and measures peak memory, then times our model with KV compression on in every block (conv, 2x) vs
-off. Prints a markdown table of ratios; ratios < 1 mean ours is faster / smaller.
+default. For each image size it times one forward pass of ours, diffusers', and ours with KV compression on in
+every block (conv, 2x), and measures their peak memory. Prints a markdown table of ratios; ratios < 1 mean ours
+is faster / smaller.
 
-Peak memory is what the forward pass adds on top of the weights and inputs: on CPU the highest resident set
-size seen by a 1 ms sampling thread during the timed calls minus the RSS just before them; on CUDA
-`max_memory_allocated` minus the allocation before them. Each measurement runs in a fresh subprocess.
+Times: one process holds the three models and runs their forwards round-robin (a warm-up each, then
+`--repeats` rounds, best kept), so a shared machine's drifting speed hits all three alike; measured one after
+another in separate processes, the same ratio moved by +-10% between runs here. Peak memory is what the
+forward pass adds on top of the weights and inputs, each model in a fresh subprocess: on CPU the highest
+resident set size seen by a 1 ms sampling thread minus the RSS just before (with glibc returning freed
+blocks at once, see _measure.EXACT_RSS_ENV); on CUDA `max_memory_allocated` minus the allocation before.
 
     python benchmarks/transformer.py                       # 1024² and 2048² images (4,096 and 16,384 tokens)
     python benchmarks/transformer.py --sizes 512 --depth 1 # a quick check
@@ -17,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import time
 
 import torch
-from _measure import time_and_peak
+from _measure import EXACT_RSS_ENV, time_and_peak
 
 from pixart.config import ModelConfig
 from pixart.convert import config_to_diffusers, ours_to_diffusers
@@ -49,9 +54,7 @@ def build(kind: str, depth: int, seed: int = 0):
     return ref.eval()
 
 
-def measure(kind: str, size: int, depth: int, batch: int, repeats: int, device: str) -> dict:
-    """Run in a fresh process: time and peak memory of one forward of `kind` at `size` px images."""
-    model = build(kind, depth).to(device)
+def inputs(size: int, batch: int, device: str):
     gen = torch.Generator().manual_seed(1)
     latent = size // 8
     x = torch.randn(batch, 4, latent, latent, generator=gen).to(device)
@@ -59,7 +62,10 @@ def measure(kind: str, size: int, depth: int, batch: int, repeats: int, device: 
     caption = torch.randn(batch, 300, 4096, generator=gen).to(device)
     mask = torch.ones(batch, 300, dtype=torch.long, device=device)
     mask[:, 120:] = 0
+    return x, t, caption, mask
 
+
+def forward_fn(kind: str, model, x, t, caption, mask):
     def forward():
         if kind == "diffusers":
             return model(
@@ -72,12 +78,39 @@ def measure(kind: str, size: int, depth: int, batch: int, repeats: int, device: 
             )[0]
         return model(x, t, caption, mask)
 
+    return forward
+
+
+def measure_memory(kind: str, size: int, depth: int, batch: int, device: str) -> dict:
+    """Run in a fresh process: peak memory of one forward of `kind` at `size` px images (after a warm-up)."""
+    model = build(kind, depth).to(device)
     with torch.inference_mode():
-        seconds, peak = time_and_peak(forward, repeats, device)
-    return {"seconds": seconds, "forward_peak_bytes": peak}
+        _, peak = time_and_peak(forward_fn(kind, model, *inputs(size, batch, device)), 1, device)
+    return {"forward_peak_bytes": peak}
+
+
+def measure_times(size: int, depth: int, batch: int, repeats: int, device: str) -> dict:
+    """Run in a fresh process: best forward seconds of each kind, the kinds interleaved round-robin."""
+    args = inputs(size, batch, device)
+    forwards = {kind: forward_fn(kind, build(kind, depth).to(device), *args) for kind in KINDS}
+    best = dict.fromkeys(KINDS, float("inf"))
+    with torch.inference_mode():
+        for round_ in range(repeats + 1):  # round 0 is the warm-up
+            for kind, forward in forwards.items():
+                start = time.perf_counter()
+                forward()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if round_:
+                    best[kind] = min(best[kind], time.perf_counter() - start)
+    return best
+
+
+KINDS = ("ours", "diffusers", "ours-kv")
 
 
 def run_isolated(kind: str, size: int, args) -> dict:
+    """`kind` "times" -> {kind: seconds}; a model kind -> its forward's peak memory; each in a fresh process."""
     cmd = [
         sys.executable,
         __file__,
@@ -94,7 +127,8 @@ def run_isolated(kind: str, size: int, args) -> dict:
         "--device",
         args.device,
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = {**os.environ, **(EXACT_RSS_ENV if kind != "times" else {})}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -103,13 +137,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="1024,2048", help="comma-separated square image sizes in pixels")
     parser.add_argument("--depth", type=int, default=2, help="number of transformer blocks")
     parser.add_argument("--batch", type=int, default=2, help="batch size")
-    parser.add_argument("--repeats", type=int, default=2, help="timed forwards per measurement (best is kept)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed rounds (best is kept)")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args._child == "times":
+        print(json.dumps(measure_times(sizes[0], args.depth, args.batch, args.repeats, args.device)))
+        return
     if args._child:
-        print(json.dumps(measure(args._child, sizes[0], args.depth, args.batch, args.repeats, args.device)))
+        print(json.dumps(measure_memory(args._child, sizes[0], args.depth, args.batch, args.device)))
         return
 
     print(
@@ -122,9 +159,9 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
-        r = {kind: run_isolated(kind, size, args) for kind in ("ours", "diffusers", "ours-kv")}
-
-        mem = {kind: r[kind]["forward_peak_bytes"] for kind in r}
+        seconds = run_isolated("times", size, args)
+        r = {kind: {"seconds": seconds[kind]} for kind in KINDS}
+        mem = {kind: run_isolated(kind, size, args)["forward_peak_bytes"] for kind in KINDS}
         tokens = (size // 16) ** 2
         mib = 2**20
         print(

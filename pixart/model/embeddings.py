@@ -63,7 +63,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.proj(x)  # (B, D, h, w)
-        return x.flatten(2).transpose(1, 2)  # (B, h*w, D)
+        # token-major memory: otherwise the residual stream keeps the conv's channel-major strides through every
+        # block, and each LayerNorm and linear on it pays for a strided read or a copy
+        return x.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, D)
 
 
 # ---- timesteps and micro-conditions ----------------------------------------------------------------------------
