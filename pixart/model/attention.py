@@ -92,10 +92,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         """x (B, N, D) on an (h, w) token grid -> (B, N, D)."""
-        # The fused weight is applied in three row blocks: each of q, k, v comes out contiguous, which SDPA and
-        # the KV compression read faster than strided slices of one (B, N, 3D) output (measured on CPU).
-        weights, biases = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)
-        q, k, v = (F.linear(x, w, b) for w, b in zip(weights, biases, strict=True))  # 3 x (B, N, D)
+        if type(self.qkv) is nn.Linear:
+            # The fused weight applied in three row blocks: each of q, k, v comes out contiguous, which SDPA and
+            # the KV compression read faster than strided slices of one (B, N, 3D) output (measured on CPU).
+            weights, biases = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)
+            q, k, v = (F.linear(x, w, b) for w, b in zip(weights, biases, strict=True))  # 3 x (B, N, D)
+        else:  # a wrapped layer (a peft LoRA adapter): its own forward must run
+            q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, N, D)
         if self.kv_factor > 1:
             conv, norm = getattr(self, "sr", None), getattr(self, "norm", None)
             k = compress_tokens(k, grid, self.kv_factor, self.kv_sampling, conv, norm)  # (B, N', D)
