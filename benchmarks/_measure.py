@@ -64,3 +64,22 @@ def time_and_peak(fn, repeats: int, device: str) -> tuple[float, int]:
             times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() if cuda else sampler.peak
     return min(times), peak - base
+
+
+def round_robin(fns: dict, rounds: int, device: str) -> dict:
+    """Call every fn once to warm up, then `rounds` times in turn: {key: best seconds}.
+
+    Interleaving makes a shared machine's drifting speed hit every fn alike, so their ratios hold.
+    """
+    import torch
+
+    best = dict.fromkeys(fns, float("inf"))
+    for round_ in range(rounds + 1):  # round 0 is the warm-up
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if round_:
+                best[key] = min(best[key], time.perf_counter() - start)
+    return best

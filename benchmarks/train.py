@@ -21,10 +21,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import torch
-from _measure import EXACT_RSS_ENV, RssSampler
+from _measure import EXACT_RSS_ENV, RssSampler, round_robin
 from transformer import build
 
 from pixart.diffusion.losses import GaussianDiffusion
@@ -75,15 +74,7 @@ def make_step(kind: str, size: int, depth: int, batch: int, checkpointing: bool,
 def measure_times(variants: list[tuple[str, bool]], size: int, depth: int, batch: int, steps: int, device: str):
     """images/s of each (kind, checkpointing) variant, stepped round-robin in this process."""
     fns = {v: make_step(*v[:1], size, depth, batch, v[1], device)[0] for v in variants}
-    best = dict.fromkeys(fns, float("inf"))
-    for round_ in range(steps + 1):  # round 0 is the warm-up (it also allocates the optimizer state)
-        for v, step in fns.items():
-            start = time.perf_counter()
-            step()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if round_:
-                best[v] = min(best[v], time.perf_counter() - start)
+    best = round_robin(fns, steps, device)  # the warm-up round also allocates the optimizer state
     return [{"kind": v[0], "checkpointing": v[1], "images_per_s": batch / best[v]} for v in variants]
 
 

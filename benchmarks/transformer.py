@@ -23,10 +23,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import torch
-from _measure import EXACT_RSS_ENV, time_and_peak
+from _measure import EXACT_RSS_ENV, round_robin, time_and_peak
 
 from pixart.config import ModelConfig
 from pixart.convert import config_to_diffusers, ours_to_diffusers
@@ -93,17 +92,8 @@ def measure_times(size: int, depth: int, batch: int, repeats: int, device: str) 
     """Run in a fresh process: best forward seconds of each kind, the kinds interleaved round-robin."""
     args = inputs(size, batch, device)
     forwards = {kind: forward_fn(kind, build(kind, depth).to(device), *args) for kind in KINDS}
-    best = dict.fromkeys(KINDS, float("inf"))
     with torch.inference_mode():
-        for round_ in range(repeats + 1):  # round 0 is the warm-up
-            for kind, forward in forwards.items():
-                start = time.perf_counter()
-                forward()
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                if round_:
-                    best[kind] = min(best[kind], time.perf_counter() - start)
-    return best
+        return round_robin(forwards, repeats, device)
 
 
 KINDS = ("ours", "diffusers", "ours-kv")
