@@ -172,3 +172,18 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
+
+
+def run_trainer(args: Any, default_run_dir: str, train: Callable[[Path], object]) -> int:
+    """The demo trainers' command-line body: run dir (OUT/default_run_dir unless --run-dir), train.log, threads,
+    then `train(run_dir)`; a config or numeric failure is logged as one line and gives exit code 2."""
+    run_dir = Path(args.run_dir or Path(args.out) / default_run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(args.log_level, run_dir / "train.log")
+    torch.set_num_threads(args.threads)
+    try:
+        train(run_dir)
+    except (ValueError, KeyError, FloatingPointError) as e:
+        logger.error("%s", e)
+        return 2
+    return 0

@@ -50,7 +50,7 @@ from pixart.demo._common import (
     load_checkpoint,
     plot_curves,
     replace_dir,
-    setup_logging,
+    run_trainer,
 )
 
 logger = logging.getLogger(__name__)
@@ -548,10 +548,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run_dir = Path(args.run_dir or Path(args.out) / "t5_run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(args.log_level, run_dir / "train.log")
-    torch.set_num_threads(args.threads)
     cfg = TextEncoderTrainConfig(
         steps=args.steps,
         seed=args.seed,
@@ -561,12 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sp_vocab_size=args.vocab_size,
         save_every_min=args.save_every_min,
     )
-    try:
-        train(cfg, run_dir, args.out, resume=args.resume)
-    except (ValueError, KeyError, FloatingPointError) as e:
-        logger.error("%s", e)
-        return 2
-    return 0
+    return run_trainer(args, "t5_run", lambda run_dir: train(cfg, run_dir, args.out, resume=args.resume))
 
 
 if __name__ == "__main__":

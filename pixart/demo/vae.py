@@ -51,7 +51,7 @@ from pixart.demo._common import (
     load_checkpoint,
     plot_curves,
     replace_dir,
-    setup_logging,
+    run_trainer,
 )
 
 logger = logging.getLogger(__name__)
@@ -472,10 +472,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run_dir = Path(args.run_dir or Path(args.out) / "vae_run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(args.log_level, run_dir / "train.log")
-    torch.set_num_threads(args.threads)
     cfg = VAETrainConfig(
         steps=args.steps,
         seed=args.seed,
@@ -483,12 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_pixels=args.batch_pixels,
         save_every_min=args.save_every_min,
     )
-    try:
-        train(cfg, run_dir, args.out, resume=args.resume, stop_at=args.stop_at, full_eval=args.full_eval)
-    except (ValueError, KeyError, FloatingPointError) as e:
-        logger.error("%s", e)
-        return 2
-    return 0
+    return run_trainer(
+        args,
+        "vae_run",
+        lambda run_dir: train(
+            cfg, run_dir, args.out, resume=args.resume, stop_at=args.stop_at, full_eval=args.full_eval
+        ),
+    )
 
 
 if __name__ == "__main__":
