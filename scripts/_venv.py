@@ -36,8 +36,9 @@ def ensure(extras: str) -> str:
         return python()
     print(f"installing pixart-sigma[{extras}] into {VENV} (first run takes a few minutes)", flush=True)
     target = f".[{extras}]" if extras else "."
-    subprocess.run([python(), "-m", "pip", "install", "-q", "-c", "constraints.txt", "-e", target], cwd=ROOT,
-                   check=True)
+    subprocess.run(
+        [python(), "-m", "pip", "install", "-q", "-c", "constraints.txt", "-e", target], cwd=ROOT, check=True
+    )
     stamp.write_text(digest.hexdigest())
     return python()
 

@@ -33,6 +33,19 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
         == 0
     )
     assert Image.open(out).size == (336, 192)
-    # A second run finds every stage done and changes nothing.
+    # A second run finds every training stage done and only repackages.
     assert main(["--smoke", "--root", str(tmp_path / "root"), "--package-dir", str(package)]) == 0
-    assert len((tmp_path / "root" / "build-times.jsonl").read_text().splitlines()) == len(STAGES)
+    times = [json.loads(line)["stage"] for line in (tmp_path / "root" / "build-times.jsonl").read_text().splitlines()]
+    assert times == [*STAGES, "package"]
+
+    # An interim package from a stage still running: its latest checkpoint, with the step in the model card.
+    (tmp_path / "root" / "dit-hires" / "final.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="--export-latest hires"):
+        main(["--smoke", "--root", str(tmp_path / "root"), "--stages", "package", "--package-from", "hires"])
+    assert main(["--smoke", "--root", str(tmp_path / "root"), "--export-latest", "hires"]) == 0
+    interim = tmp_path / "interim"
+    args = ["--stages", "package", "--package-from", "hires", "--package-dir", str(interim)]
+    assert main(["--smoke", "--root", str(tmp_path / "root"), *args]) == 0
+    card = (interim / "README.md").read_text()
+    assert "stage 2 of 3" in card and "at step 2" in card
+    assert not json.loads((interim / "transformer" / "config.json").read_text()).get("kv_compress_layers")

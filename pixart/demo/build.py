@@ -9,7 +9,8 @@ with captions, `pixart prepare`'s cache code encodes it, `pixart train` configs 
 the transformer weak to strong (128 px -> 256 px with PE interpolation -> KV compression on the deeper half),
 and the result is packaged as a diffusers-layout folder. Each stage skips work already done (the trainers
 resume from their checkpoints), so the command can be killed and re-run at any time; a finished stage leaves
-ROOT/<stage>.done and is skipped afterwards. Wall times are appended to ROOT/build-times.jsonl.
+ROOT/<stage>.done and is skipped afterwards (except packaging, which is cheap and always redone). Wall times
+are appended to ROOT/build-times.jsonl.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ SMOKE_SCENES = {"data-128": 24, "data-256": 12}
 
 
 def _timed(root: Path, stage: str, fn, *args) -> None:
-    """Run a stage unless ROOT/STAGE.done says it finished; record its wall time."""
+    """Run a stage unless ROOT/STAGE.done says it finished; record its wall time. Packaging (seconds) always
+    runs, so `--package-from` can replace an interim package."""
     done = root / f"{stage}.done"
-    if done.exists():
+    if done.exists() and stage != "package":
         logger.info("stage %s: done earlier (%s), skipping; delete that file to redo it", stage, done)
         return
     start = time.time()
@@ -177,6 +179,15 @@ def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str 
     from pixart.checkpoint import load_transformer, write_checkpoint
 
     final = root / f"dit-{source}" / "final.safetensors"
+    note = STAGE_NOTE[source]
+    if not final.exists():  # a run in progress: ship the snapshot `--export-latest` wrote, and say so
+        latest = final.with_name("latest.safetensors")
+        if not latest.exists():
+            raise FileNotFoundError(f"{final} does not exist (stage {source} has not finished); "
+                                    f"`--export-latest {source}` writes a snapshot of a run in progress")  # fmt: skip
+        step = json.loads(latest.with_suffix(".json").read_text())["step"]
+        final, note = latest, note + SNAPSHOT_NOTE.format(step=step)
+        logger.warning("stage %s has not finished: packaging its step-%d snapshot %s", source, step, latest)
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -208,7 +219,7 @@ def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str 
         "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    (tmp / "README.md").write_text(MODEL_CARD + STAGE_NOTE[source])
+    (tmp / "README.md").write_text(MODEL_CARD + note)
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)
@@ -228,6 +239,7 @@ STAGE_NOTE = {
     "hires": "\nThe transformer is stage 2 of 3 (256 px, no KV compression): the recipe has not finished yet.\n",
     "base": "\nThe transformer is stage 1 of 3 (128 px base): the 256 px and KV stages have not been run yet.\n",
 }
+SNAPSHOT_NOTE = "This is a snapshot of that stage's run at step {step}, before its last step.\n"
 
 
 # ---- command line ---------------------------------------------------------------------------------------------------
@@ -252,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--package-from",
         default="kv",
         choices=("base", "hires", "kv"),
-        help="the DiT stage whose final.safetensors the package stage ships (kv: the finished recipe)",
+        help="the DiT stage whose final.safetensors the package stage ships (kv: the finished recipe); for a "
+        "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
     )
     return p
 
@@ -270,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.export_latest:
         dst = root / f"dit-{args.export_latest}" / "latest.safetensors"
         step = export_latest(root / f"dit-{args.export_latest}", dst)
+        dst.with_suffix(".json").write_text(json.dumps({"step": step}) + "\n")
         logger.info("wrote %s (step %d)", dst, step)
         return 0
     steps = {

@@ -134,7 +134,11 @@ class CrossAttention(nn.Module):
     def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None) -> Tensor:
         """x (B, N, D), cond (B, L, D), mask (B, L) bool (True = real token) or None -> (B, N, D)."""
         q = rearrange(self.q_linear(x), "b n (h d) -> b h n d", h=self.num_heads)  # (B, H, N, d)
-        k, v = self.kv_linear(cond).chunk(2, dim=-1)  # 2 x (B, L, D)
+        if type(self.kv_linear) is nn.Linear:  # row blocks of the fused weight: contiguous k and v (see SelfAttention)
+            weights, biases = self.kv_linear.weight.chunk(2), self.kv_linear.bias.chunk(2)
+            k, v = (F.linear(cond, w, b) for w, b in zip(weights, biases, strict=True))  # 2 x (B, L, D)
+        else:  # a wrapped layer (a peft LoRA adapter): its own forward must run
+            k, v = self.kv_linear(cond).chunk(2, dim=-1)  # 2 x (B, L, D)
         k, v = (rearrange(t, "b l (h d) -> b h l d", h=self.num_heads) for t in (k, v))  # (B, H, L, d)
         attn_mask = None
         has_tokens = None

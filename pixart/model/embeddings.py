@@ -143,8 +143,15 @@ class CaptionEmbedder(nn.Module):
         return torch.cat([self.y_embedding, self.y_embedding[-1:].expand(length - rows, -1)])
 
     def forward(self, caption: Tensor, drop: Tensor | None = None) -> Tensor:
-        """caption (B, L, C_text), drop (B,) bool or None -> (B, L, D)."""
+        """caption (B, L, C_text), drop (B,) bool or None -> (B, L, D).
+
+        Dropout swaps rows after `fc1`, not before: fc1 is linear per token, so the result is the same, but
+        autograd then keeps the caption itself for fc1's backward instead of a swapped (B, L, C_text) copy
+        (C_text is 4096 for T5-XXL, the largest activation of the embedder).
+        """
+        mlp = self.y_proj
+        h = mlp.fc1(caption)  # (B, L, H)
         if drop is not None:
-            null = self.null_caption(caption.shape[1]).to(caption.dtype)  # (L, C_text)
-            caption = torch.where(drop[:, None, None], null[None], caption)  # (B, L, C_text)
-        return self.y_proj(caption)  # (B, L, D)
+            null = mlp.fc1(self.null_caption(caption.shape[1]).to(caption.dtype))  # (L, H)
+            h = torch.where(drop[:, None, None], null[None], h)  # (B, L, H)
+        return mlp.fc2(mlp.act(h))  # (B, L, D)

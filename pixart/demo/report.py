@@ -1,0 +1,178 @@
+"""Score the demo model: each DiT stage, then sampler and step choices of the package, with `pixart eval`.
+
+    python -m pixart.demo.report                        # every run below whose weights exist
+    python -m pixart.demo.report --runs base,hires      # some of them
+    python -m pixart.demo.report --subset small         # fewer prompts (24), e.g. for a run in progress
+
+Each run is one `pixart eval` command (printed, so it can be repeated by hand) writing report.json,
+report.md, grid.png and images/ to ROOT/eval/NAME. A run whose report exists is skipped unless --force.
+The table of every run found there goes to ROOT/eval/summary.md, with each run's seconds per image, and
+the wall time of `pixart generate` with the package's defaults (the issue's "≤ 10 s, model load included").
+
+A stage still training is scored from its `--export-latest` snapshot (ROOT/dit-STAGE/latest.safetensors),
+and the table says at which step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixart.demo.build import PACKAGE_DIR, REPO
+
+logger = logging.getLogger(__name__)
+
+DEMO_PROMPT = "a red apple next to a cat on a blue background"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One `pixart eval` run: a name (its folder), what it shows, and the eval flags besides model and output."""
+
+    name: str
+    title: str
+    flags: tuple[str, ...] = ()
+    stage: str | None = None  # a DiT stage's own weights; None: the package
+
+
+RUNS = (
+    Run("base", "stage 1: 128 px", stage="base"),
+    Run("hires", "stage 2: 256 px", stage="hires"),
+    Run("hires-kv-free", "stage 2 + KV compression, training-free", ("--kv-compress",), stage="hires"),
+    Run("kv", "stage 3: KV compression trained", stage="kv"),
+    Run("package", "package, dpm-solver++ 20 steps (default)"),
+    Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
+    Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),
+    Run("package-ddim", "package, ddim 50 steps", ("--sampler", "ddim", "--steps", "50")),
+    Run("package-euler", "package, euler 30 steps", ("--sampler", "euler", "--steps", "30")),
+    Run("package-iddpm", "package, iddpm 100 steps", ("--sampler", "iddpm")),
+    Run("package-long", "package, dense captions as prompts", ("--caption", "long")),
+)
+
+
+def stage_weights(root: Path, stage: str) -> tuple[Path, int | None] | None:
+    """(weights, step) of a DiT stage: final.safetensors (step None), else the latest snapshot, else None."""
+    run_dir = root / f"dit-{stage}"
+    if (run_dir / "final.safetensors").exists():
+        return run_dir / "final.safetensors", None
+    latest = run_dir / "latest.safetensors"
+    if latest.exists():
+        return latest, json.loads(latest.with_suffix(".json").read_text())["step"]
+    return None
+
+
+def eval_command(run: Run, root: Path, package: Path, subset: str) -> tuple[list[str], str] | None:
+    """The `pixart eval` arguments of a run and its column title, or None when its weights do not exist."""
+    out = root / "eval" / run.name
+    if run.stage is None:
+        if not (package / "model_index.json").exists():
+            return None
+        model, title = ["--model", str(package)], run.title
+    else:
+        found = stage_weights(root, run.stage)
+        if found is None:
+            return None
+        weights, step = found
+        export = root / "export"
+        model = ["--model", str(weights), "--text-encoder", str(export), "--vae", str(export / "vae")]
+        title = run.title + ("" if step is None else f" (step {step}, still training)")
+    return ["eval", *model, "--subset", subset, *run.flags, "--out", str(out), "--force"], title
+
+
+def time_generate(package: Path, repeats: int = 3) -> list[float]:
+    """Wall seconds of `pixart generate DEMO_PROMPT` with the package's defaults, each in a fresh process."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            cmd = [sys.executable, "-m", "pixart.cli", "generate", DEMO_PROMPT, "--model", str(package),
+                   "--out", str(Path(tmp) / f"{i}.png")]  # fmt: skip
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def write_summary(root: Path, titles: dict[str, str], generate: list[float] | None) -> Path:
+    """ROOT/eval/summary.md: one column per run found in ROOT/eval."""
+    from pixart.eval.run import markdown_table
+
+    summaries, rows = {}, []
+    for run in RUNS:
+        report = root / "eval" / run.name / "report.json"
+        if not report.exists():
+            continue
+        data = json.loads(report.read_text())
+        title = titles.get(run.name) or data.get("title") or run.title
+        summaries[title] = data["summary"]
+        s = data["settings"]
+        per_image = data.get("seconds_per_image")
+        rows.append(f"| {title} | {s['sampler']} | {s['steps']} | {s['cfg']:g} | {s['size']} | {s['prompts']} "
+                    f"| {'–' if per_image is None else f'{per_image:.2f}'} |")  # fmt: skip
+    lines = ["# Demo model: prompt adherence (`python -m pixart.demo.report`)", "", markdown_table(summaries), ""]
+    lines += ["| run | sampler | steps | cfg | size | prompts | s / image |", "|---|---|---:|---:|---|---:|---:|"]
+    lines += rows
+    if generate:
+        lines += ["", f"`pixart generate \"{DEMO_PROMPT}\"` with the package's defaults, wall seconds in a fresh "
+                  f"process (model load included): {', '.join(f'{t:.1f}' for t in generate)}"]  # fmt: skip
+    path = root / "eval" / "summary.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pixart.cli import main as cli
+
+    p = argparse.ArgumentParser(
+        prog="python -m pixart.demo.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--root", default=str(REPO / "runs" / "demo"), help="the build's working folder")
+    p.add_argument("--package-dir", default=str(PACKAGE_DIR), help="the packaged model folder")
+    p.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated subset of the runs")
+    p.add_argument("--subset", default="standard", help="prompt-set size, as `pixart eval --subset`")
+    p.add_argument("--force", action="store_true", help="redo runs that already have a report")
+    p.add_argument("--no-timing", action="store_true", help="skip timing `pixart generate`")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root, package = Path(args.root), Path(args.package_dir)
+    wanted = [s.strip() for s in args.runs.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - {r.name for r in RUNS})
+    if unknown:
+        p.error(f"unknown runs {unknown}; allowed: {', '.join(r.name for r in RUNS)}")
+    titles = {}
+    for run in RUNS:
+        if run.name not in wanted:
+            continue
+        found = eval_command(run, root, package, args.subset)
+        if found is None:
+            logger.info("run %s: no weights yet, skipped", run.name)
+            continue
+        command, titles[run.name] = found
+        report = root / "eval" / run.name / "report.json"
+        if report.exists() and not args.force:
+            logger.info("run %s: %s exists, skipped (--force redoes it)", run.name, report)
+            continue
+        logger.info("run %s: pixart %s", run.name, " ".join(command))
+        start = time.perf_counter()
+        if cli(command) != 0:
+            raise RuntimeError(f"pixart {' '.join(command)} failed")
+        data = json.loads(report.read_text())
+        data["title"] = titles[run.name]
+        data["seconds_per_image"] = (time.perf_counter() - start) / data["summary"]["images"]
+        report.write_text(json.dumps(data, indent=2) + "\n")
+    generate = None
+    if not args.no_timing and (package / "model_index.json").exists():
+        generate = time_generate(package)
+    logger.info("wrote %s", write_summary(root, titles, generate))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
