@@ -55,7 +55,7 @@ def _report(overall: float) -> dict:
 def test_summary_has_one_column_per_report_and_the_generate_timing(tmp_path):
     (tmp_path / "eval" / "package-ddim").mkdir(parents=True)
     (tmp_path / "eval" / "package-ddim" / "report.json").write_text(json.dumps(_report(0.5)))
-    text = write_summary(tmp_path, {}, [3.21, 2.5]).read_text()
+    text = write_summary(tmp_path, [3.21, 2.5]).read_text()
     assert "| check | package, ddim 50 steps |" in text
     assert "**0.500 (1/2)**" in text
     assert "| package, ddim 50 steps | ddim | 50 | 4.5 | 256x256 | 2 | 0.25 |" in text

@@ -100,7 +100,7 @@ def time_generate(package: Path, repeats: int = 3) -> list[float]:
     return times
 
 
-def write_summary(root: Path, titles: dict[str, str], generate: list[float] | None) -> Path:
+def write_summary(root: Path, generate: list[float] | None) -> Path:
     """ROOT/eval/summary.md: one column per run found in ROOT/eval."""
     from pixart.eval.run import markdown_table
 
@@ -110,7 +110,7 @@ def write_summary(root: Path, titles: dict[str, str], generate: list[float] | No
         if not report.exists():
             continue
         data = json.loads(report.read_text())
-        title = titles.get(run.name) or data.get("title") or run.title
+        title = data.get("title", run.title)
         summaries[title] = data["summary"]
         s = data["settings"]
         per_image = data.get("seconds_per_image")
@@ -146,7 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(wanted) - {r.name for r in RUNS})
     if unknown:
         p.error(f"unknown runs {unknown}; allowed: {', '.join(r.name for r in RUNS)}")
-    titles = {}
     for run in RUNS:
         if run.name not in wanted:
             continue
@@ -154,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if found is None:
             logger.info("run %s: no weights yet, skipped", run.name)
             continue
-        command, titles[run.name] = found
+        command, title = found
         report = root / "eval" / run.name / "report.json"
         if report.exists() and not args.force:
             logger.info("run %s: %s exists, skipped (--force redoes it)", run.name, report)
@@ -164,13 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cli(command) != 0:
             raise RuntimeError(f"pixart {' '.join(command)} failed")
         data = json.loads(report.read_text())
-        data["title"] = titles[run.name]
+        data["title"] = title
         data["seconds_per_image"] = (time.perf_counter() - start) / data["summary"]["images"]
         report.write_text(json.dumps(data, indent=2) + "\n")
     generate = None
     if not args.no_timing and (package / "model_index.json").exists():
         generate = time_generate(package)
-    logger.info("wrote %s", write_summary(root, titles, generate))
+    logger.info("wrote %s", write_summary(root, generate))
     return 0
 
 
