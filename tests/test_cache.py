@@ -14,7 +14,14 @@ from safetensors import safe_open
 from test_dataset import write_image, write_truncated_png
 from torch.utils.data import DataLoader
 
-from pixart.data.cache import INDEX, CachedDataset, collate_cached, prepare_cache, read_index
+from pixart.data.cache import (
+    INDEX,
+    CachedDataset,
+    collate_cached,
+    prepare_cache,
+    read_index,
+    read_null_caption,
+)
 from pixart.data.dataset import load_index
 from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator
 from pixart.data.transforms import load_pixels
@@ -115,6 +122,7 @@ def test_round_trip(data, tmp_path):
     with safe_open(str(tmp_path / "cache" / ds.shard_files[0]), framework="pt") as f:
         assert f.get_tensor("0.text").shape == (4, D) and f.get_tensor("0.mean").dtype == torch.float16  # trimmed
         assert "0.long" in f.keys() and "1.long" not in f.keys()  # noqa: SIM118 (not a dict)
+    assert torch.equal(read_null_caption(tmp_path / "cache"), fake_text([""])[0][0])  # T5(""), for caption dropout
 
 
 def test_long_captions_and_latent_sampling_are_seeded(data, tmp_path):

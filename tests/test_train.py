@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_cache import make_data, prepare
 
+from pixart.data.cache import read_null_caption
 from pixart.train.config import load_train_config
 from pixart.train.loop import main
 from pixart.train.state import latest_checkpoint, list_checkpoints, load_checkpoint
@@ -98,6 +99,8 @@ def test_keeps_the_last_n_checkpoints_and_they_load_as_models(cache, tmp_path):
     assert names == ["step-00000005", "step-00000006"]
     model = load_transformer(tmp_path / "run" / "checkpoints" / "step-00000006" / "transformer.safetensors")
     assert model.cfg.depth == 2 and model.cfg.caption_channels == 6
+    # dropped captions trained on T5(""), the null caption CFG uses at inference, not a random one
+    assert torch.equal(model.y_embedder.y_embedding, read_null_caption(cache))
 
 
 def test_resume_refuses_a_different_batch_size(cache, tmp_path):

@@ -11,6 +11,8 @@ Layout of a cache folder:
                                        the last real token (n <= max_tokens); padded back when read
         r.long, r.long_mask            the same for the long caption, when the sample has one
     The shard's metadata holds its digest and its rows (name, bucket, size) and the samples it skipped.
+    null_caption.safetensors            "features" (max_tokens, D) float32 and "mask" (max_tokens,): T5("") padded,
+                                       the null caption training puts in place of a dropped caption
 
 A shard's name carries a digest of everything that determines its content (settings + its samples' names,
 captions, sizes), so a complete shard is reused and a stale one never is. Each shard is written to a temporary
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "pixart-feature-cache/1"
 INDEX = "index.json"
+NULL_CAPTION = "null_caption.safetensors"
 STORE_DTYPE = torch.float16  # as the reference's extracted features; halves the cache
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "_commit_hash", "transformers_version", "_diffusers_version", "torch_dtype"}
 _VOLATILE_CONFIG_KEYS |= {"dtype", "_use_default_values"}
@@ -202,6 +205,16 @@ def read_index(cache_dir: str | os.PathLike[str]) -> dict:
     if index.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} index (format {index.get('format')!r})")
     return index
+
+
+def read_null_caption(cache_dir: str | os.PathLike[str]) -> Tensor | None:
+    """T5("") as the cache's encoder gives it, (max_tokens, D) float32; None for a cache made before it was stored."""
+    path = Path(cache_dir) / NULL_CAPTION
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(str(path))["features"]
 
 
 # ---- settings: what must match for two runs to share a cache ---------------------------------------------------
@@ -412,6 +425,12 @@ def prepare_cache(
                     logger.debug("wrote %s: %d samples, %d skipped", name, len(kept), len(bad))
                 shards.append({"file": name, "rows": json.loads(meta["rows"])})
                 skipped.update(reason for _, _, reason in json.loads(meta["skipped"]))
+        if not (cache / NULL_CAPTION).is_file():  # same encoder as the shards: check_settings saw to that
+            null, null_mask = encoders.encode_text([""])  # (1, L, D), (1, L)
+            _check_finite(null, what="the null caption")
+            tmp = cache / f".{NULL_CAPTION}.{os.getpid()}.tmp"
+            _save_safetensors({"features": null[0].float().cpu(), "mask": null_mask[0].bool().cpu()}, tmp, {})
+            _replace_atomically(tmp, cache / NULL_CAPTION)
         final = {
             "format": FORMAT,
             "complete": True,

@@ -139,6 +139,45 @@ class Encoders:
         return self.text.encode(texts)
 
 
+def null_caption(cfg: TrainConfig, max_tokens: int) -> Tensor | None:
+    """T5("") padded to `max_tokens`: what a dropped caption becomes, and what CFG's unconditional branch gets
+    at inference (the pipeline encodes the empty prompt). The reference puts it into `y_embedding` whenever it
+    loads a model to train; a from-scratch model would otherwise train on its random initial null caption and
+    meet T5("") only at inference. From the cache when it stores one, else from data.text_encoder; None if
+    neither can say.
+    """
+    if cfg.data.cache:
+        from pixart.data.cache import read_null_caption
+
+        stored = read_null_caption(cfg.data.cache)
+        if stored is not None and stored.shape[0] >= max_tokens:
+            return stored[:max_tokens]
+    if cfg.data.text_encoder:
+        from pixart.text import TextEncoder
+
+        text = TextEncoder.from_folder(cfg.data.text_encoder, max_length=max_tokens)
+        return text.encode([""])[0][0].float()  # (L, D)
+    return None
+
+
+def set_null_caption(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Put T5("") into the model's null caption (`y_embedder.y_embedding`), or warn that it cannot."""
+    buffer = next(b for name, b in model.named_buffers() if name.endswith("y_embedder.y_embedding"))
+    null = null_caption(cfg, buffer.shape[0])
+    if null is None:
+        logger.warning(
+            "neither the cache nor data.text_encoder gives T5(''): dropped captions use the model's stored null "
+            "caption, which CFG at inference does not (it encodes the empty prompt)"
+        )
+        return
+    if null.shape != buffer.shape:
+        raise ValueError(f"T5('') has shape {tuple(null.shape)}, the model's null caption {tuple(buffer.shape)}")
+    if not torch.equal(buffer, null.to(buffer)):
+        logger.info("null caption for caption dropout: T5('') (%d tokens)", buffer.shape[0])
+    with torch.no_grad():
+        buffer.copy_(null)
+
+
 def model_inputs(batch: dict, encoders: Encoders | None, seed: int, epoch: int, device) -> tuple:
     """(x0 latents, caption features, caption mask) of a local batch, on `device`.
 
@@ -255,6 +294,7 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
         sampler.load_state_dict(ckpt["state"].sampler)
         step = ckpt["state"].step
         logger.info("resumed from %s at step %d", resume_from, step)
+    set_null_caption(model, cfg)  # after a resume too: a run started before this was done gets it now
 
     encoders = None if cfg.data.cache else Encoders(cfg, device)
     # The optimizer is built on the prepared model, so FSDP's flattened parameters are the ones it updates.
