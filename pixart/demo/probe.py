@@ -1,0 +1,119 @@
+"""Caption reliance of a training run: how much each checkpoint's ε-prediction gains from the right caption.
+
+For fixed cached samples, fixed noise and a few fixed timesteps, the ε-MSE of the raw weights is measured twice:
+with each sample's own caption, and with the captions rolled by one place (every image gets another image's
+caption; same tokens, same masks, only the pairing is wrong). The relative difference is the gain:
+
+    gain = (mse(shuffled) - mse(true)) / mse(true)
+
+A model that ignores its caption scores 0 (up to noise, about ±0.3% with 64 samples), one that uses it scores
+clearly above. Prompt adherence at sampling time needs this; the ε loss alone does not show it, because most of
+it comes from small t, where the noisy image already says everything the caption could.
+
+    python -m pixart.demo.probe runs/demo/dit-base            # every checkpoint not yet in caption-gain.csv
+
+Rows are appended to RUN/caption-gain.csv (step, t, mse_true, mse_shuffled, gain_pct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from pixart.train.state import list_checkpoints
+
+logger = logging.getLogger(__name__)
+
+TIMESTEPS = (300, 500, 700)
+FIELDS = ["step", "t", "mse_true", "mse_shuffled", "gain_pct"]
+
+
+def probe_batch(cache: str | Path, n: int = 64, max_tokens: int | None = None) -> dict:
+    """The first `n` samples of the cache's most common bucket: latents with fixed noise, captions, masks."""
+    from pixart.data.cache import CachedDataset, collate_cached
+
+    ds = CachedDataset(cache, long_caption_ratio=0.0, max_tokens=max_tokens)
+    keys = ds.bucket_keys()
+    bucket = Counter(keys).most_common(1)[0][0]
+    indices = [i for i, k in enumerate(keys) if k == bucket][:n]
+    return collate_cached([ds[i] for i in indices])
+
+
+@torch.no_grad()
+def caption_gain(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS) -> list[dict]:
+    """One row per timestep: ε-MSE with the true captions and with the captions rolled by one sample."""
+    from pixart.diffusion.losses import GaussianDiffusion
+
+    diffusion = GaussianDiffusion.linear(1000)
+    x0, caption, mask = batch["latent"], batch["caption"], batch["caption_mask"]  # (B, C, h, w), (B, L, D), (B, L)
+    if len(x0) < 2:
+        raise ValueError("the probe needs at least 2 samples in one bucket (it pairs images with other captions)")
+    rolled = torch.roll(torch.arange(len(x0)), 1)
+    rows = []
+    for tv in timesteps:
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(tv)))
+        t = torch.full((len(x0),), int(tv))
+        xt = diffusion.q_sample(x0, t, noise)
+        c = x0.shape[1]
+        true = ((model(xt, t, caption, mask)[:, :c] - noise) ** 2).mean().item()
+        shuffled = ((model(xt, t, caption[rolled], mask[rolled])[:, :c] - noise) ** 2).mean().item()
+        gain = 100 * (shuffled - true) / true
+        rows.append({"t": int(tv), "mse_true": true, "mse_shuffled": shuffled, "gain_pct": gain})
+    return rows
+
+
+def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64) -> list[dict]:
+    """Probe each checkpoint of `run_dir` that `caption-gain.csv` does not have yet; returns the new rows."""
+    from pixart.checkpoint import load_transformer
+
+    run = Path(run_dir)
+    config = json.loads((run / "config.json").read_text())
+    cache = cache or config["data"]["cache"]
+    if not cache:
+        raise ValueError(f"{run} trained without a feature cache: pass --cache")
+    out = run / "caption-gain.csv"
+    done = set()
+    if out.is_file():
+        with out.open(newline="") as f:
+            done = {int(r["step"]) for r in csv.DictReader(f)}
+    todo = [p for p in list_checkpoints(run / "checkpoints") if int(p.name.split("-")[1]) not in done]
+    if not todo:
+        return []
+    batch = None
+    new = []
+    for ckpt in todo:
+        step = int(ckpt.name.split("-")[1])
+        model = load_transformer(ckpt / "transformer.safetensors", dtype=torch.float32)
+        batch = batch or probe_batch(cache, n, model.cfg.max_tokens)
+        rows = [{"step": step, **r} for r in caption_gain(model, batch)]
+        logger.info("step %d: %s", step, ", ".join(f"t={r['t']} gain {r['gain_pct']:+.2f}%" for r in rows))
+        new += rows
+    write_header = not out.is_file()
+    with out.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if write_header:
+            w.writeheader()
+        for r in new:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pixart.demo.probe", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="a `pixart train` output folder (has config.json and checkpoints/)")
+    parser.add_argument("--cache", help="feature cache to draw samples from (default: the run's data.cache)")
+    parser.add_argument("-n", type=int, default=64, help="samples (default 64)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    probe_run(args.run_dir, args.cache, args.n)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
