@@ -127,3 +127,27 @@ def test_t0_uses_the_decoder_likelihood(diffusion, seeded):
     mean, log_var, _ = diffusion.p_mean_log_variance(out, xt, torch.tensor([0]))
     expected = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).mean() / math.log(2)
     torch.testing.assert_close(diffusion.vb_terms_bpd(out, x0, xt, torch.tensor([0])), expected.reshape(1))
+
+
+def test_min_snr_weight_matches_diffusers_compute_snr(diffusion, seeded):
+    """min(SNR, γ)/SNR with diffusers' own SNR (its training scripts' `snr_gamma`); 1 at high noise."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    t = torch.tensor([0, 10, 50, 100, 200, 500, 999])
+    snr = compute_snr(sched, t)
+    # diffusers computes SNR in float32, we in float64: 1 - ᾱ at t = 0 differs in the 4th digit
+    torch.testing.assert_close(diffusion.snr_weight(t, 5.0), snr.clamp(max=5.0) / snr, rtol=1e-3, atol=0)
+    assert diffusion.snr_weight(t, 5.0)[-3:].eq(1).all() and diffusion.snr_weight(t, 5.0)[0] < 0.001
+
+    x0, noise = torch.randn(7, 4, 2, 2, generator=seeded), torch.randn(7, 4, 2, 2, generator=seeded)
+    xt = diffusion.q_sample(x0, t, noise)
+    out = torch.randn(7, 8, 2, 2, generator=seeded)
+    plain = diffusion.training_losses(out, x0, xt, noise, t)
+    weighted = diffusion.training_losses(out, x0, xt, noise, t, snr_gamma=5.0)
+    torch.testing.assert_close(weighted["mse"], plain["mse"])
+    torch.testing.assert_close(weighted["vb"], plain["vb"])
+    w = diffusion.snr_weight(t, 5.0)
+    torch.testing.assert_close(weighted["loss"], plain["mse"] * w + plain["vb"])
+    assert not torch.allclose(weighted["loss"], plain["loss"])

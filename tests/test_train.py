@@ -109,6 +109,14 @@ def test_resume_refuses_a_different_batch_size(cache, tmp_path):
         main(config(cache, tmp_path / "run", "batch_size=2"))
 
 
+def test_min_snr_weighting_changes_the_objective_and_is_validated(cache, tmp_path):
+    plain = main(config(cache, tmp_path / "a", "max_steps=4"))
+    weighted = main(config(cache, tmp_path / "b", "max_steps=4", "snr_gamma=5"))
+    assert all(torch.isfinite(torch.tensor(weighted))) and weighted != plain
+    with pytest.raises(ValueError, match="snr_gamma=-1.0: must be >= 0"):
+        main(config(cache, tmp_path / "c", "snr_gamma=-1"))
+
+
 def test_grad_accumulation_equals_the_full_batch(cache, tmp_path):
     one = main(config(cache, tmp_path / "a", "max_steps=3"))
     accum = main(config(cache, tmp_path / "b", "max_steps=3", "grad_accum=2"))

@@ -8,6 +8,11 @@ sample with a learned variance but do not train it.
     loss = mean((ε - ε̂)²) + L_vlb(t)          L_vlb(t) = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t))   t > 0
                                                          = -log p(x_0|x_1) (discretised Gaussian)     t = 0
 L_vlb is in bits per dimension, as the reference.
+
+Optional, off by default: min-SNR-γ weighting of the MSE term (Hang et al. 2023, "Efficient Diffusion Training
+via Min-SNR Weighting Strategy"; diffusers' training scripts call it `snr_gamma`). For ε-prediction the weight
+is min(SNR(t), γ) / SNR(t), SNR = ᾱ/(1 - ᾱ): 1 where SNR <= γ, smaller at the low-noise steps whose large,
+caption-blind gradients otherwise dominate the update. The VLB term is left unweighted.
 """
 
 from __future__ import annotations
@@ -134,13 +139,22 @@ class GaussianDiffusion:
         nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)) / math.log(2.0)
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
-    def training_losses(self, model_output: Tensor, x0: Tensor, xt: Tensor, noise: Tensor, t: Tensor) -> dict:
+    def snr_weight(self, t: Tensor, gamma: float) -> Tensor:
+        """min(SNR(t), γ) / SNR(t) for integer timesteps t (B,): the min-SNR-γ weight of the ε-MSE, (B,) float32."""
+        acp = torch.cumprod(1.0 - self.betas, dim=0)
+        snr = (acp / (1.0 - acp))[t.cpu().long()]
+        return (snr.clamp(max=gamma) / snr).float().to(t.device)
+
+    def training_losses(
+        self, model_output: Tensor, x0: Tensor, xt: Tensor, noise: Tensor, t: Tensor, *, snr_gamma: float = 0.0
+    ) -> dict:
         """PixArt's hybrid loss per sample: {"loss", "mse", "vb"} each (B,).
 
         Args:
             model_output: (B, 2C, H, W) ε and learned-range values, or (B, C, H, W) ε only (then vb = 0).
             x0, xt, noise: (B, C, H, W) clean latents, noised latents, the noise used.
             t: (B,) integer timesteps.
+            snr_gamma: > 0 weights the MSE in "loss" by min-SNR-γ; "mse" stays unweighted. 0: the reference.
         """
         c = x0.shape[1]
         eps = model_output[:, :c]
@@ -151,4 +165,5 @@ class GaussianDiffusion:
             vb = self.vb_terms_bpd(frozen, x0, xt, t)
         else:
             vb = torch.zeros_like(mse)
-        return {"loss": mse + vb, "mse": mse, "vb": vb}
+        weighted = mse * self.snr_weight(t, snr_gamma).to(mse) if snr_gamma > 0 else mse
+        return {"loss": weighted + vb, "mse": mse, "vb": vb}

@@ -86,6 +86,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10
+    snr_gamma: float = 0.0  # > 0: min-SNR-γ weighting of the ε-MSE (e.g. 5); 0 = unweighted, as the reference
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -109,6 +110,7 @@ class TrainConfig:
             f"mixed_precision={self.mixed_precision!r}: allowed are no, fp16, bf16",
         )
         need(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: must be in [0, 1)")
+        need(self.snr_gamma >= 0, f"snr_gamma={self.snr_gamma}: must be >= 0 (0 = off)")
         need(self.checkpoint_every >= 1, f"checkpoint_every={self.checkpoint_every}: must be >= 1")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}: must be >= 1")
         need(self.optim.name in ("adamw", "came"), f"optim.name={self.optim.name!r}: allowed are adamw, came")
