@@ -51,10 +51,11 @@ def test_probe_run_on_a_tiny_training_run(cache, tmp_path):  # noqa: F811 (the f
     run = tmp_path / "run"
     main(config(cache, run, "max_steps=4", "checkpoint_every=2"))
     rows = probe_run(run, n=3)
-    assert sorted({r["step"] for r in rows}) == [2, 4] and len(rows) == 6
+    assert [r["step"] for r in rows] == [2, 4]
     assert probe_run(run) == []  # nothing new: every checkpoint is already in the CSV
     with (run / "caption-gain.csv").open(newline="") as f:
         saved = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in saved] == [2, 2, 2, 4, 4, 4]
-    assert all(torch.isfinite(torch.tensor(float(r["gain_pct"]))) for r in saved)
+    assert [int(r["step"]) for r in saved] == [2, 4]
+    assert all(torch.isfinite(torch.tensor(float(r[f"gain_t{t}"]))) for r in saved for t in (300, 500, 700))
+    assert (run / "caption-gain.png").stat().st_size > 0
     assert len(probe_batch(cache, n=3)["latent"]) >= 2

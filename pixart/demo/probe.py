@@ -12,7 +12,8 @@ it comes from small t, where the noisy image already says everything the caption
 
     python -m pixart.demo.probe runs/demo/dit-base            # every checkpoint not yet in caption-gain.csv
 
-Rows are appended to RUN/caption-gain.csv (step, t, mse_true, mse_shuffled, gain_pct).
+One row per checkpoint is appended to RUN/caption-gain.csv (step, then gain_tT, mse_true_tT, mse_shuffled_tT for
+each probed t), and RUN/caption-gain.png plots the gains against the step.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pixart.train.state import list_checkpoints
 logger = logging.getLogger(__name__)
 
 TIMESTEPS = (300, 500, 700)
-FIELDS = ["step", "t", "mse_true", "mse_shuffled", "gain_pct"]
+FIELDS = ["step"] + [f"{k}_t{t}" for t in TIMESTEPS for k in ("gain", "mse_true", "mse_shuffled")]
 
 
 def probe_batch(cache: str | Path, n: int = 64, max_tokens: int | None = None) -> dict:
@@ -69,7 +70,8 @@ def caption_gain(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS) -> li
 
 
 def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64) -> list[dict]:
-    """Probe each checkpoint of `run_dir` that `caption-gain.csv` does not have yet; returns the new rows."""
+    """Probe each checkpoint of `run_dir` that `caption-gain.csv` does not have yet; returns the new rows
+    ({"step", "gain_tT", "mse_true_tT", "mse_shuffled_tT"} for each probed T)."""
     from pixart.checkpoint import load_transformer
 
     run = Path(run_dir)
@@ -91,9 +93,13 @@ def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64)
         step = int(ckpt.name.split("-")[1])
         model = load_transformer(ckpt / "transformer.safetensors", dtype=torch.float32)
         batch = batch or probe_batch(cache, n, model.cfg.max_tokens)
-        rows = [{"step": step, **r} for r in caption_gain(model, batch)]
+        rows = caption_gain(model, batch)
         logger.info("step %d: %s", step, ", ".join(f"t={r['t']} gain {r['gain_pct']:+.2f}%" for r in rows))
-        new += rows
+        row = {"step": step}
+        for r in rows:
+            for key, name in (("gain", "gain_pct"), ("mse_true", "mse_true"), ("mse_shuffled", "mse_shuffled")):
+                row[f"{key}_t{r['t']}"] = r[name]
+        new.append(row)
     write_header = not out.is_file()
     with out.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
@@ -101,6 +107,11 @@ def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64)
             w.writeheader()
         for r in new:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    from pixart.demo._common import plot_curves
+
+    gains = [f"gain_t{t}" for t in TIMESTEPS]
+    title = "caption gain, % (shuffled vs true caption)"
+    plot_curves(out, run / "caption-gain.png", gains, title=title, log_y=False, smooth=1)
     return new
 
 
