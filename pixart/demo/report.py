@@ -55,6 +55,7 @@ RUNS = (
     Run("package-euler", "package, euler 30 steps", ("--sampler", "euler", "--steps", "30")),
     Run("package-iddpm", "package, iddpm 100 steps", ("--sampler", "iddpm")),
     Run("package-long", "package, dense captions as prompts", ("--caption", "long")),
+    Run("package-official-cfg", "package, CFG null branch with the prompt's mask", ("--cfg-semantics", "official")),
 )
 
 

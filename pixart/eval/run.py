@@ -52,6 +52,7 @@ def evaluate(
     sampler: str,
     seed: int,
     batch: int = 1,
+    cfg_semantics: str = "diffusers",
     progress: Callable[[int], None] | None = None,
 ) -> list[Result]:
     """Generate one image per prompt (prompt i with seed `seed + i`, as `pixart generate`) and score it.
@@ -59,6 +60,7 @@ def evaluate(
     Args:
         pipe: a `Text2Image`; images are generated at each scene's size.
         batch: prompts per `generate` call (same images as one at a time: each keeps its own seed).
+        cfg_semantics: which mask the unconditional branch uses, as `Text2Image.generate`.
         progress: called with the number of images done after each batch.
     """
     if batch < 1:
@@ -79,6 +81,7 @@ def evaluate(
             cfg=cfg,
             sampler=sampler,
             seed=seed + start,
+            cfg_semantics=cfg_semantics,
             check_memory=False,
             output="pil",
         )
