@@ -9,6 +9,7 @@ import torch
 
 from pixart.config import PRESETS, ModelConfig, get_preset
 from pixart.model import PixArtSigma
+from pixart.model.attention import trim_caption_padding
 from pixart.model.embeddings import sincos_2d_pos_embed
 from tests.conftest import randomize, tiny_config
 
@@ -55,6 +56,21 @@ def test_batch_equals_singles_and_padding_is_ignored(model, seeded):
         garbage = caption.clone()
         garbage[~mask] = 1e3
         torch.testing.assert_close(model(x, t, garbage, mask), batch, atol=0, rtol=0)
+
+
+def test_trimming_shared_padding_changes_nothing(model, seeded):
+    """`trim_caption_padding` cuts the columns that every row pads; the model's output stays the same."""
+    x = torch.randn(3, 4, 8, 8, generator=seeded)
+    t = torch.tensor([999.0, 3.0, 500.0])
+    caption = _caption(model.cfg, 3, 10, seeded)
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[0, :4], mask[1, :2], mask[2, :6] = True, True, True
+    short, short_mask = trim_caption_padding(caption, mask)
+    assert short.shape == (3, 6, model.cfg.caption_channels) and torch.equal(short_mask, mask[:, :6])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, short, short_mask), model(x, t, caption, mask), atol=1e-6, rtol=1e-6)
+    none = torch.zeros(3, 10, dtype=torch.bool)
+    assert trim_caption_padding(caption, none)[0].shape[1] == 1  # all padding: one column, still a shape
 
 
 def test_all_padding_caption_contributes_nothing(model, seeded):

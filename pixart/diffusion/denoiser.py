@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pixart.model.attention import trim_caption_padding
+
 CFG_SEMANTICS = ("diffusers", "official")
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -74,6 +76,7 @@ def make_denoiser(
         mask = torch.cat([null_mask.to(cond.mask.dtype), cond.mask])  # (2B, L)
     else:
         caption, mask = cond.embeds, cond.mask
+    caption, mask = trim_caption_padding(caption, mask)  # (B', L', D), (B', L'): same output, less work
 
     def denoise(x: Tensor, t: Tensor) -> Tensor:
         channels = in_channels or x.shape[1]

@@ -115,6 +115,19 @@ def init_kv_conv_as_average(conv: nn.Conv2d) -> None:
         conv.bias.zero_()
 
 
+def trim_caption_padding(caption: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop the trailing caption columns that are padding in every row: caption (B, L, D), mask (B, L) -> (B, L', ...).
+
+    Masked keys get zero attention weight, so the model's output does not change; the caption projection and
+    the k/v projections then skip the padding (T5 pads every prompt to 300 tokens, the demo to 120, while most
+    captions are far shorter). The reference gets the same saving by packing the batch's captions. Keeps at
+    least one column, so an all-padding batch still has a shape.
+    """
+    real = mask.bool().any(dim=0)  # (L,)
+    length = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
+    return caption[:, :length], mask[:, :length]
+
+
 class CrossAttention(nn.Module):
     """Image tokens attend to caption tokens; padded caption tokens are masked out.
 

@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator, shard
 from pixart.diffusion.losses import GaussianDiffusion
+from pixart.model.attention import trim_caption_padding
 from pixart.train.config import TrainConfig
 from pixart.train.optim import (
     build_optimizer,
@@ -322,6 +323,7 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
             local = shard(global_batch, rank, world)
             batch = collate([dataset[i] for i in local])
             x0, caption, mask = model_inputs(batch, encoders, cfg.seed, sampler.epoch, device)
+            caption, mask = trim_caption_padding(caption, mask)  # (B, L', D): padding columns cost, change nothing
             noise_all, t_all, drop_all = step_randomness(
                 cfg, step, tuple(x0.shape[1:]), diffusion.num_timesteps, model.cfg.class_dropout_prob
             )
