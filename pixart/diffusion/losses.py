@@ -141,8 +141,7 @@ class GaussianDiffusion:
 
     def snr_weight(self, t: Tensor, gamma: float) -> Tensor:
         """min(SNR(t), γ) / SNR(t) for integer timesteps t (B,): the min-SNR-γ weight of the ε-MSE, (B,) float32."""
-        acp = torch.cumprod(1.0 - self.betas, dim=0)
-        snr = (acp / (1.0 - acp))[t.cpu().long()]
+        snr = self.tables["sqrt_recipm1_acp"][t.cpu().long()] ** -2  # ᾱ / (1 - ᾱ), from the cached tables
         return (snr.clamp(max=gamma) / snr).float().to(t.device)
 
     def training_losses(
