@@ -14,14 +14,8 @@ from safetensors import safe_open
 from test_dataset import write_image, write_truncated_png
 from torch.utils.data import DataLoader
 
-from pixart.data.cache import (
-    INDEX,
-    CachedDataset,
-    collate_cached,
-    prepare_cache,
-    read_index,
-    read_null_caption,
-)
+from pixart.data.cache import prepare_cache
+from pixart.data.cache_read import INDEX, CachedDataset, collate_cached, read_index, read_null_caption
 from pixart.data.dataset import load_index
 from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator
 from pixart.data.transforms import load_pixels

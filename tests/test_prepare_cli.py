@@ -13,7 +13,7 @@ import torch
 from test_dataset import write_image
 
 from pixart.commands import prepare
-from pixart.data.cache import CachedDataset, read_index
+from pixart.data.cache_read import CachedDataset, read_index
 from pixart.data.dataset import load_index
 from pixart.data.sampler import STREAM_NOISE, sample_generator
 from pixart.data.transforms import load_pixels

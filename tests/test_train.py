@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_cache import make_data, prepare
 
-from pixart.data.cache import read_null_caption
+from pixart.data.cache_read import read_null_caption
 from pixart.train.config import load_train_config
 from pixart.train.loop import main
 from pixart.train.state import latest_checkpoint, list_checkpoints, load_checkpoint

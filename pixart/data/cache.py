@@ -19,6 +19,7 @@ captions, sizes), so a complete shard is reused and a stale one never is. Each s
 file, fsynced and renamed into place: an interrupted run (even kill -9) leaves complete shards or none, and the
 next run redoes only the missing ones. `index.json` is written last; a second run with the same data writes
 nothing. A cache made with other encoders (config hash), another bucket table or token length is refused.
+Training reads a cache through `pixart.data.cache_read`.
 """
 
 from __future__ import annotations
@@ -37,26 +38,18 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from pixart.data.buckets import closest_bucket, normalise_bins, resample_name
+from pixart.data.cache_read import FORMAT, INDEX, NULL_CAPTION, read_index
 from pixart.data.dataset import (
     DataIndex,
     Record,
-    _check_ratio,
-    _common_bucket,
-    aspect_value,
     load_index,
-    use_long_caption,
 )
-from pixart.data.sampler import STREAM_NOISE, sample_generator
 from pixart.data.transforms import load_pixels
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "pixart-feature-cache/1"
-INDEX = "index.json"
-NULL_CAPTION = "null_caption.safetensors"
 STORE_DTYPE = torch.float16  # as the reference's extracted features; halves the cache
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "_commit_hash", "transformers_version", "_diffusers_version", "torch_dtype"}
 _VOLATILE_CONFIG_KEYS |= {"dtype", "_use_default_values"}
@@ -194,27 +187,6 @@ def _locked(folder: Path) -> Iterator[None]:
         except BlockingIOError:
             raise ValueError(f"another `pixart prepare` is writing {folder}") from None
         yield
-
-
-def read_index(cache_dir: str | os.PathLike[str]) -> dict:
-    """The cache's index.json. Raises FileNotFoundError / ValueError if it is missing or not a cache index."""
-    path = Path(cache_dir) / INDEX
-    if not path.is_file():
-        raise FileNotFoundError(f"{cache_dir} is not a feature cache (no {INDEX}); make one with `pixart prepare`")
-    index = json.loads(path.read_text(encoding="utf-8"))
-    if index.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} index (format {index.get('format')!r})")
-    return index
-
-
-def read_null_caption(cache_dir: str | os.PathLike[str]) -> Tensor | None:
-    """T5("") as the cache's encoder gives it, (max_tokens, D) float32; None for a cache made before it was stored."""
-    path = Path(cache_dir) / NULL_CAPTION
-    if not path.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    return load_file(str(path))["features"]
 
 
 # ---- settings: what must match for two runs to share a cache ---------------------------------------------------
@@ -454,126 +426,3 @@ def _save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
-
-
-# ---- reading -------------------------------------------------------------------------------------------------
-
-
-class CachedDataset(Dataset):
-    """Samples of a feature cache: a latent drawn from the stored posterior, and T5 features padded back.
-
-    Args:
-        cache_dir: a folder written by `prepare_cache` / `pixart prepare` (complete).
-        long_caption_ratio: probability of using a sample's long caption when it has one.
-        seed: base seed of latent noise and caption choice; with the epoch and index it fixes both.
-        max_tokens: caption length L after padding (default: the cache's; must not be shorter).
-        dtype: dtype of the returned caption features.
-
-    A sample is {"latent": (C, h, w) float32 = scaling_factor * (mean + std * ε - shift_factor), ε drawn from a
-    generator seeded by (seed, epoch, index) — ready for the transformer, like the reference's
-    `posterior.sample() * scale_factor`; "caption": (L, D); "caption_mask": (L,) bool; "bucket": key;
-    "size": (H, W) image size; "orig_size": (h, w); "index": int; "long": bool}. Call `set_epoch(e)` each epoch.
-    """
-
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike[str],
-        *,
-        long_caption_ratio: float = 0.5,
-        seed: int = 0,
-        max_tokens: int | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.cache_dir = Path(cache_dir)
-        index = read_index(self.cache_dir)
-        if not index.get("complete"):
-            raise ValueError(f"{cache_dir} is incomplete (an interrupted `pixart prepare`?); run it again to finish")
-        self.settings = index["settings"]
-        self.bins = normalise_bins(self.settings["bins"])
-        self.max_tokens = int(max_tokens or self.settings["max_tokens"])
-        if self.max_tokens < self.settings["max_tokens"]:
-            raise ValueError(f"max_tokens={self.max_tokens} is shorter than the cache's {self.settings['max_tokens']}")
-        self.scaling_factor = float(self.settings["vae"]["scaling_factor"])
-        self.shift_factor = float(self.settings["vae"].get("shift_factor", 0.0))
-        self.long_caption_ratio, self.seed, self.epoch = _check_ratio(long_caption_ratio), int(seed), 0
-        self.dtype = dtype
-        self.skipped = Counter(index.get("skipped", {}))
-        self.shard_files = [s["file"] for s in index["shards"]]
-        # (shard, row, bucket, orig h, orig w, has_long, name) per sample, in the order written
-        self.entries = [
-            (i, r[0], r[2], r[3], r[4], bool(r[5]), r[1]) for i, s in enumerate(index["shards"]) for r in s["rows"]
-        ]
-        self._handles: dict[int, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_handles"] = {}  # open files stay in their process; DataLoader workers open their own
-        return state
-
-    def bucket_keys(self) -> list[str]:
-        """The bucket of every sample, for `BucketBatchSampler`."""
-        return [e[2] for e in self.entries]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def summary(self) -> str:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
-        return (
-            f"{len(self)} cached samples in {len(set(self.bucket_keys()))} buckets; skipped when preparing: {reasons}"
-        )
-
-    def _shard(self, number: int):
-        from safetensors import safe_open
-
-        if number not in self._handles:
-            self._handles[number] = safe_open(str(self.cache_dir / self.shard_files[number]), framework="pt")
-        return self._handles[number]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        shard, row, key, height, width, has_long, _ = self.entries[index]
-        f = self._shard(shard)
-        mean, std = f.get_tensor(f"{row}.mean").float(), f.get_tensor(f"{row}.std").float()  # (C, h, w)
-        noise = torch.randn(mean.shape, generator=sample_generator(self.seed, self.epoch, index, STREAM_NOISE))
-        latent = (mean + std * noise - self.shift_factor) * self.scaling_factor  # (C, h, w)
-        long = use_long_caption(has_long, self.long_caption_ratio, self.seed, self.epoch, index)
-        name = f"{row}.long" if long else f"{row}.text"
-        features, mask = f.get_tensor(name), f.get_tensor(f"{name}_mask")  # (n, D), (n,)
-        caption = torch.zeros(self.max_tokens, features.shape[-1], dtype=self.dtype)  # (L, D)
-        caption[: len(features)] = features.to(self.dtype)
-        caption_mask = torch.zeros(self.max_tokens, dtype=torch.bool)  # (L,)
-        caption_mask[: len(mask)] = mask
-        return {
-            "latent": latent,
-            "caption": caption,
-            "caption_mask": caption_mask,
-            "bucket": key,
-            "size": self.bins[key],
-            "orig_size": (height, width),
-            "index": index,
-            "long": long,
-        }
-
-
-def collate_cached(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack cached samples of one bucket.
-
-    Returns: {"latent": (B, C, h, w), "caption": (B, L, D), "caption_mask": (B, L) bool, "bucket": key,
-    "size": (H, W), "resolution": (B, 2) float original (h, w), "aspect_ratio": (B, 1) float,
-    "index": (B,) long, "long": (B,) bool}.
-    """
-    key, size = _common_bucket(samples)
-    return {
-        "latent": torch.stack([s["latent"] for s in samples]),
-        "caption": torch.stack([s["caption"] for s in samples]),
-        "caption_mask": torch.stack([s["caption_mask"] for s in samples]),
-        "bucket": key,
-        "size": size,
-        "resolution": torch.tensor([s["orig_size"] for s in samples], dtype=torch.float32),
-        "aspect_ratio": torch.full((len(samples), 1), aspect_value(key, size)),
-        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
-        "long": torch.tensor([bool(s["long"]) for s in samples]),
-    }

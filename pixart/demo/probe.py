@@ -37,7 +37,7 @@ FIELDS = ["step"] + [f"{k}_t{t}" for t in TIMESTEPS for k in ("gain", "mse_true"
 
 def probe_batch(cache: str | Path, n: int = 64, max_tokens: int | None = None) -> dict:
     """The first `n` samples of the cache's most common bucket: latents with fixed noise, captions, masks."""
-    from pixart.data.cache import CachedDataset, collate_cached
+    from pixart.data.cache_read import CachedDataset, collate_cached
 
     ds = CachedDataset(cache, long_caption_ratio=0.0, max_tokens=max_tokens)
     keys = ds.bucket_keys()

@@ -97,7 +97,7 @@ def build_dataset(cfg: TrainConfig, model_cfg):
         else buckets.fixed_bins(cfg.data.resolution, cfg.data.resolution)
     )
     if cfg.data.cache:
-        from pixart.data.cache import CachedDataset, collate_cached
+        from pixart.data.cache_read import CachedDataset, collate_cached
 
         dataset = CachedDataset(
             cfg.data.cache,
@@ -148,7 +148,7 @@ def null_caption(cfg: TrainConfig, max_tokens: int) -> Tensor | None:
     neither can say.
     """
     if cfg.data.cache:
-        from pixart.data.cache import read_null_caption
+        from pixart.data.cache_read import read_null_caption
 
         stored = read_null_caption(cfg.data.cache)
         if stored is not None and stored.shape[0] >= max_tokens:
