@@ -233,6 +233,9 @@ A small PixArt-Σ (transformer, T5 encoder, VAE) trained from scratch by `python
 
 The emoji artwork is OpenMoji (https://openmoji.org), licensed CC BY-SA 4.0; the training images are
 derived from it, and so are these weights: share them under the same licence, with this credit.
+
+How long each stage trained, what the model can and cannot draw yet, and its prompt-adherence scores
+(`pixart eval`) are in the project README, section "The bundled demo model".
 """
 STAGE_NOTE = {
     "kv": "\nThe transformer is the final stage: 256 px, KV compression (conv, 2x) on blocks 4-7.\n",
