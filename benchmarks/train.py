@@ -10,6 +10,11 @@ state and inputs (RSS sampled every ms with glibc returning freed blocks at once
 `max_memory_allocated` on CUDA). The optimizer step is left out of the memory figure: AdamW's temporaries are
 parameter-sized and the same with or without checkpointing. Ratios > 1 in images/s mean ours is faster.
 
+Both get the same batch: captions padded to T5's 300 tokens, 120 of them real. Our step then drops the columns
+that every caption pads, as `pixart train` does (`trim_caption_padding`; the output is the same, see
+tests/test_model.py), while diffusers' model projects and attends over all 300. `--no-trim` times our model on
+the padded batch instead, which compares the two models' forward/backward alone.
+
     python benchmarks/train.py                   # 512² (1,024 tokens), KV at 1024² (4,096 tokens)
     python benchmarks/train.py --size 256 --depth 1 --steps 2
 """
@@ -27,9 +32,10 @@ from _measure import EXACT_RSS_ENV, RssSampler, round_robin
 from transformer import build
 
 from pixart.diffusion.losses import GaussianDiffusion
+from pixart.model.attention import trim_caption_padding
 
 
-def make_step(kind: str, size: int, depth: int, batch: int, checkpointing: bool, device: str):
+def make_step(kind: str, size: int, depth: int, batch: int, checkpointing: bool, device: str, trim: bool = True):
     """(step, forward_backward) closures of one variant: a full training step, and its forward + loss + backward."""
     model = build("ours-kv" if kind == "ours-kv" else kind, depth).to(device).train()
     if checkpointing:
@@ -60,7 +66,8 @@ def make_step(kind: str, size: int, depth: int, batch: int, checkpointing: bool,
                 return_dict=False,
             )[0]
         else:
-            out = model(xt, t, caption, mask, drop_caption=torch.zeros(batch, dtype=torch.bool, device=device))
+            cap, cap_mask = trim_caption_padding(caption, mask) if trim else (caption, mask)  # as pixart train
+            out = model(xt, t, cap, cap_mask, drop_caption=torch.zeros(batch, dtype=torch.bool, device=device))
         diffusion.training_losses(out, x0, xt, noise, t)["loss"].mean().backward()
 
     def step():
@@ -71,16 +78,18 @@ def make_step(kind: str, size: int, depth: int, batch: int, checkpointing: bool,
     return step, forward_backward
 
 
-def measure_times(variants: list[tuple[str, bool]], size: int, depth: int, batch: int, steps: int, device: str):
+def measure_times(
+    variants: list[tuple[str, bool]], size: int, depth: int, batch: int, steps: int, device: str, trim: bool
+):
     """images/s of each (kind, checkpointing) variant, stepped round-robin in this process."""
-    fns = {v: make_step(*v[:1], size, depth, batch, v[1], device)[0] for v in variants}
+    fns = {v: make_step(*v[:1], size, depth, batch, v[1], device, trim)[0] for v in variants}
     best = round_robin(fns, steps, device)  # the warm-up round also allocates the optimizer state
     return [{"kind": v[0], "checkpointing": v[1], "images_per_s": batch / best[v]} for v in variants]
 
 
-def measure_memory(kind: str, size: int, depth: int, batch: int, checkpointing: bool, device: str) -> dict:
+def measure_memory(kind: str, size: int, depth: int, batch: int, checkpointing: bool, device: str, trim: bool) -> dict:
     """Activation bytes of one variant (run in a fresh process)."""
-    step, forward_backward = make_step(kind, size, depth, batch, checkpointing, device)
+    step, forward_backward = make_step(kind, size, depth, batch, checkpointing, device, trim)
     step()  # warm-up: optimizer state and gradients exist from here on
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -98,6 +107,7 @@ def measure_memory(kind: str, size: int, depth: int, batch: int, checkpointing: 
 def run_child(args, size: int, *child: str, env: dict | None = None):
     cmd = [sys.executable, __file__, "--_child", *child, "--size", str(size), "--depth", str(args.depth)]
     cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
+    cmd += ["--no-trim"] if args.no_trim else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -119,22 +129,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, help="batch size")
     parser.add_argument("--steps", type=int, default=2, help="timed rounds (best is kept)")
     parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--no-trim", action="store_true", help="our step without dropping caption padding")
     parser.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
         mode, spec = args._child
         variants = [(kind, bool(int(ckpt))) for kind, ckpt in (v.split(":") for v in spec.split(","))]
         if mode == "times":
-            print(json.dumps(measure_times(variants, args.size, args.depth, args.batch, args.steps, args.device)))
+            trim = not args.no_trim
+            rows = measure_times(variants, args.size, args.depth, args.batch, args.steps, args.device, trim)
+            print(json.dumps(rows))
         else:
             print(json.dumps(measure_memory(*variants[0][:1], args.size, args.depth, args.batch, variants[0][1],
-                                            args.device)))  # fmt: skip
+                                            args.device, not args.no_trim)))  # fmt: skip
         return
 
     mib = 2**20
     print(
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, depth {args.depth}, "
-        f"batch {args.batch}, fp32, AdamW, IDDPM loss\n"
+        f"batch {args.batch}, fp32, AdamW, IDDPM loss, best of {args.steps} rounds, "
+        f"caption padding {'kept' if args.no_trim else 'trimmed'} in our step\n"
     )
     print("| run | image | tokens | images/s | activation MiB | vs diffusers images/s | vs diffusers memory |")
     print("|---|---|---|---|---|---|---|")

@@ -154,12 +154,34 @@ FSDP_ENV = {  # what `accelerate launch --use_fsdp --fsdp_version 2 ...` exports
 }
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path, strategy):
-    """torchrun, 2 CPU processes (gloo, DDP through accelerate) vs one process: same weights after 3 steps.
+def save_text_encoder_and_vae(folder, width: int):
+    """A tiny T5 (features `width` wide) with its tokenizer, and a tiny 4-channel VAE: what validation needs."""
+    from test_prepare_cli import save_tokenizer, save_vae
+    from transformers import T5Config, T5EncoderModel
 
-    With the FSDP environment of `accelerate launch --use_fsdp`, accelerate on CPU falls back to DDP (it shards only
-    on accelerators); the run must say so and still be right.
+    t5 = folder / "t5"
+    t5.mkdir(parents=True)
+    save_tokenizer(t5)
+    torch.manual_seed(0)
+    T5EncoderModel(
+        T5Config(
+            vocab_size=64, d_model=width, d_kv=4, d_ff=16, num_layers=1, num_heads=2, relative_attention_num_buckets=8
+        )
+    ).save_pretrained(t5)
+    save_vae(folder / "vae")
+    return t5, folder / "vae"
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp-on-gpus-only", "fsdp"])
+def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path, strategy):
+    """torchrun, 2 CPU processes (gloo) vs one process: same weights and EMA after 3 steps.
+
+    - ddp: accelerate's DDP.
+    - fsdp-on-gpus-only: the FSDP environment of `accelerate launch --use_fsdp`, as is; accelerate on CPU falls
+      back to DDP (it shards only on accelerators), and the run must say so and still be right.
+    - fsdp: the same environment through tests/fsdp_on_cpu.py, which lifts accelerate's device gate, so the loop
+      runs accelerate's real FSDP2 path: parameters sharded per block, state dicts and optimizer state gathered
+      for checkpoints, the EMA gathered each step, validation images from an unsharded copy.
 
     Tolerance 1e-6: the processes sum the two halves' gradients in another order than one backward over the whole
     batch does, so the floats can differ in the last bits.
@@ -167,57 +189,58 @@ def test_two_processes_equal_one_with_the_same_global_batch(cache, tmp_path, str
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
     sets = [
-        "--set",
         f"data.cache={cache}",
-        "--set",
         TINY_MODEL,
-        "--set",
         "batch_size=4",
-        "--set",
         "max_steps=3",
-        "--set",
         "optim.lr=1e-3",
-        "--set",
         "optim.warmup_steps=1",
-        "--set",
         "data.max_tokens=8",
-    ]
-    single = main(config(cache, tmp_path / "one", "max_steps=3", "optim.warmup_steps=1"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "pixart.cli",
-        "train",
-        *sets,
-        "--set",
-        f"output_dir={tmp_path / 'two'}",
-        "--set",
+        "ema_decay=0.5",
         "checkpoint_every=2",
-        "--set",
         "optim.sqrt_lr_scaling=false",
-        "--set",
         "optim.grad_clip=1.0",
-        "--set",
         "log_every=1",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", **(FSDP_ENV if strategy == "fsdp" else {}))
+    if strategy == "fsdp":  # validation too: a sharded model's forward needs every process
+        t5, vae = save_text_encoder_and_vae(tmp_path / "encoders", width=6)
+        sets += [f"data.text_encoder={t5}", f"data.vae={vae}", 'validation.prompts=["a red apple"]',
+                 "validation.seeds=[0]", "validation.steps=2", "validation.size=[32, 32]"]  # fmt: skip
+    single = main(config(cache, tmp_path / "one", "max_steps=3", "optim.warmup_steps=1", "ema_decay=0.5"))
+    program = [str(Path(__file__).parent / "fsdp_on_cpu.py")] if strategy == "fsdp" else ["-m", "pixart.cli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *program, "train"]
+    cmd += [arg for value in [*sets, f"output_dir={tmp_path / 'two'}"] for arg in ("--set", value)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(FSDP_ENV if strategy.startswith("fsdp") else {}))
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    # accelerate runs FSDP only on accelerators: on CPU the request must be reported, not silently dropped
-    assert "accelerate: MULTI_CPU on cpu:0, 2 process(es)" in result.stderr
-    assert ("FSDP was requested" in result.stderr) == (strategy == "fsdp")
-    a = load_checkpoint(latest_checkpoint(tmp_path / "one" / "checkpoints"))["model"]
-    b = load_checkpoint(latest_checkpoint(tmp_path / "two" / "checkpoints"))["model"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=key)
+    if strategy == "fsdp":
+        assert "accelerate: FSDP on cpu:0, 2 process(es)" in result.stderr
+        assert "FSDP: this process holds 50.0%" in result.stderr  # each process keeps half of every weight
+        grids = sorted((tmp_path / "two" / "validation").glob("*.png"))
+        assert [g.name for g in grids] == ["step-00000000.png", "step-00000003.png"]
+    else:  # accelerate runs FSDP only on accelerators: on CPU the request must be reported, not silently dropped
+        assert "accelerate: MULTI_CPU on cpu:0, 2 process(es)" in result.stderr
+        assert ("FSDP was requested" in result.stderr) == (strategy == "fsdp-on-gpus-only")
+    a = load_checkpoint(latest_checkpoint(tmp_path / "one" / "checkpoints"))
+    b = load_checkpoint(latest_checkpoint(tmp_path / "two" / "checkpoints"))
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], atol=1e-6, rtol=1e-5, msg=f"{part} {key}")
     logged = [float(r.split(",")[1]) for r in (tmp_path / "two" / "log.csv").read_text().splitlines()[1:]]
     torch.testing.assert_close(torch.tensor(logged), torch.tensor(single), atol=1e-5, rtol=1e-5)
+    if strategy == "fsdp":  # resume: each process restores its shards of the weights and optimizer state
+        shutil.rmtree(latest_checkpoint(tmp_path / "two" / "checkpoints"))  # back to step 2
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "resumed from" in result.stderr
+        again = load_checkpoint(latest_checkpoint(tmp_path / "two" / "checkpoints"))
+        for part in ("model", "ema"):
+            for key in b[part]:
+                torch.testing.assert_close(again[part][key], b[part][key], atol=1e-7, rtol=0, msg=f"{part} {key}")
 
 
 def test_raw_images_with_validation_images_before_and_after(tmp_path):

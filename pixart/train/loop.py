@@ -298,9 +298,16 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     set_null_caption(model, cfg)  # after a resume too: a run started before this was done gets it now
 
     encoders = None if cfg.data.cache else Encoders(cfg, device)
-    # The optimizer is built on the prepared model, so FSDP's flattened parameters are the ones it updates.
-    train_model = accelerator.prepare(torch.compile(model) if cfg.compile else model)
-    optimizer = accelerator.prepare(build_optimizer(train_model, cfg.optim, peak_lr))
+    # Model and optimizer go through prepare together: under FSDP accelerate swaps the parameters for sharded
+    # ones and points the optimizer at those.
+    train_model, optimizer = accelerator.prepare(
+        torch.compile(model) if cfg.compile else model, build_optimizer(model, cfg.optim, peak_lr)
+    )
+    if accelerator.distributed_type == "FSDP" and accelerator.is_main_process:
+        params = list(train_model.parameters())
+        held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+        total = sum(p.numel() for p in params)
+        logger.info("FSDP: this process holds %.1f%% of the %d parameter values", 100 * held / total, total)
     if ckpt is not None:
         set_optimizer_state_dict(train_model, optimizer.optimizer, ckpt["optimizer"], options=FULL_STATE)
     train_model.train()
@@ -387,11 +394,45 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
 
 
 def validate(accelerator, validator: Validator | None, train_model, step: int) -> None:
-    """Validation images from the main process; the others wait."""
+    """Validation images from the main process; the others wait.
+
+    Under FSDP a sharded model's forward is a collective, so the main process cannot run it alone: every process
+    helps gather the full weights, and the main process generates with an unsharded copy.
+    """
+    model = accelerator.unwrap_model(train_model)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if accelerator.distributed_type == "FSDP":
+        state = full_state_dict(accelerator, train_model)
+        if validator is not None:
+            model = unsharded_copy(model, state)
     if validator is not None:
-        model = accelerator.unwrap_model(train_model)
-        validator(getattr(model, "_orig_mod", model), step)
+        validator(model, step)
     accelerator.wait_for_everyone()
+
+
+def full_state_dict(accelerator, train_model) -> dict[str, Tensor]:
+    """The model's whole state dict on the CPU, keyed as the bare model's (a collective under FSDP)."""
+    return {k.removeprefix("_orig_mod."): v for k, v in accelerator.get_state_dict(train_model).items()}
+
+
+def unsharded_copy(model, state: dict[str, Tensor]):
+    """A plain (unwrapped, unsharded) model with `model`'s config, LoRA adapters and the weights in `state`."""
+    from pixart.model import PixArtSigma
+
+    copy = PixArtSigma(model.cfg)
+    meta = getattr(model, "_lora_meta", None)
+    if meta is not None:
+        from pixart.train.lora import add_lora
+
+        add_lora(copy, meta["rank"], meta["alpha"], meta["targets"])
+    copy.load_state_dict(state)
+    return copy.to(accelerator_device(model)).eval()
+
+
+def accelerator_device(model) -> torch.device:
+    """The device a (possibly sharded) model computes on."""
+    p = next(model.parameters())
+    return p.to_local().device if hasattr(p, "to_local") else p.device  # a DTensor shard lives on its device
 
 
 def save(accelerator, cfg: TrainConfig, train_model, optimizer, ema, sampler, step: int, root: Path) -> None:
@@ -399,14 +440,14 @@ def save(accelerator, cfg: TrainConfig, train_model, optimizer, ema, sampler, st
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(train_model)
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    state = {k.removeprefix("_orig_mod."): v for k, v in accelerator.get_state_dict(train_model).items()}
+    state = full_state_dict(accelerator, train_model)
     optimizer_state = get_optimizer_state_dict(train_model, optimizer.optimizer, options=FULL_STATE)
     if accelerator.is_main_process:
         lora = None
         if cfg.lora.rank:
             from pixart.train.lora import lora_state_dict
 
-            lora = (lora_state_dict(model), model._lora_meta)
+            lora = (lora_state_dict(state), model._lora_meta)
         save_checkpoint(
             root,
             TrainerState(step, sampler.state_dict()),
@@ -414,7 +455,7 @@ def save(accelerator, cfg: TrainConfig, train_model, optimizer, ema, sampler, st
             model.cfg.to_json(),
             optimizer_state,
             cfg.to_dict(),
-            ema_state=ema_state_dict(ema, model) if ema is not None else None,
+            ema_state=ema_state_dict(ema, state) if ema is not None else None,
             lora=lora,
             keep=cfg.keep_checkpoints,
         )

@@ -52,10 +52,12 @@ def add_lora(
     return model
 
 
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter weights, keyed `<module>.lora_A.weight` / `<module>.lora_B.weight`."""
+def lora_state_dict(model: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Only the adapter weights, keyed `<module>.lora_A.weight` / `<module>.lora_B.weight`, from a model or its
+    full state dict (what a sharded model's weights must be gathered into first)."""
     out = {}
-    for name, tensor in model.state_dict().items():
+    state = model if isinstance(model, dict) else model.state_dict()
+    for name, tensor in state.items():
         if ".lora_A." in name or ".lora_B." in name:
             out[name.replace(".default", "")] = tensor.detach().cpu().contiguous()
     return out

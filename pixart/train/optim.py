@@ -62,15 +62,20 @@ def init_ema(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def update_ema(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * weights."""
+    """ema = decay * ema + (1 - decay) * weights.
+
+    Under FSDP each process holds a shard of every weight: it gathers the full weight (a collective, so every
+    process must call this) and keeps a full EMA, as the reference's EMA is kept whole on every process.
+    """
     for name, p in model.named_parameters():
         if name in ema:
-            ema[name].lerp_(p.detach().float(), 1.0 - decay)
+            weight = p.full_tensor() if hasattr(p, "full_tensor") else p  # a DTensor shard -> the whole weight
+            ema[name].lerp_(weight.detach().float(), 1.0 - decay)
 
 
-def ema_state_dict(ema: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """A full state dict (buffers included) with the EMA weights in the model's dtype."""
+def ema_state_dict(ema: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's full `state` dict (buffers included) with the EMA weights in their place, in its dtypes."""
     out = {}
-    for name, value in model.state_dict().items():
+    for name, value in state.items():
         out[name] = ema[name].to(value.dtype) if name in ema else value
     return out
