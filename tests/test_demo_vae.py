@@ -13,8 +13,10 @@ from diffusers import AutoencoderKL
 from pixart.demo.vae import (
     VAETrainConfig,
     build_vae,
+    detail_rms,
     heldout_scenes,
     init_weights,
+    latent_scale,
     psnr,
     train,
     training_batch,
@@ -45,6 +47,18 @@ def test_psnr_of_known_error():
     y[1] += 2 * 10 / 255  # ten 8-bit levels everywhere -> 20 log10(255 / 10)
     out = psnr(x, y)
     assert out[0] > 90 and out[1].item() == pytest.approx(20 * np.log10(25.5), abs=1e-3)
+
+
+def test_latent_scale_ignores_the_flat_background():
+    # Two 4x4 latents: a flat colour per channel (any level) plus, in one image, one pixel 2 above it in channel 0.
+    z = torch.tensor([3.0, -1.0, 0.5, 7.0])[None, :, None, None].repeat(2, 1, 4, 4)  # (2, 4, 4, 4)
+    z[1] *= -2.0
+    assert detail_rms(z) == 0.0  # backgrounds alone: no detail, however far from 0
+    z[0, 0, 1, 2] += 2.0
+    expected = (2.0**2 / z.numel()) ** 0.5  # one deviation of 2 among 128 values
+    assert detail_rms(z) == pytest.approx(expected)
+    assert latent_scale(detail_rms(z)) == pytest.approx(1 / expected)
+    assert z.std() > 1  # SD's 1 / std would be dominated by the background levels
 
 
 def test_loss_decreases_on_fixed_batch():

@@ -14,10 +14,17 @@ Training: scenes rendered on the fly from seeds, cropped to 64-128 px pieces (se
 rendered at 128-256 px, so the data is unlimited and a function of the step alone: exact resume after kill -9
 needs only weights + optimizer + step. Loss per image = L1 + `l2_weight` * MSE + `edge_weight` * L1 of finite
 differences (keeps outlines crisp; LPIPS cannot be downloaded here) + `kl_weight` * KL / pixels (the LDM recipe's
-1e-6 scale: the KL only keeps the latent from drifting; `scaling_factor` = 1 / std of training latents then gives
-the DiT unit-variance inputs, as SD did). AdamW 5e-4, warm-up + cosine LR, grad-norm clip 1. The held-out PSNR is
-measured on whole scenes from another seed with fp16-rounded weights (what ships), decoding the posterior mode
-and quantising to 8 bits; the shipped run's numbers are in runs/demo/vae/eval.json and the README.
+1e-6 scale: the KL only keeps the latent from drifting). AdamW 5e-4, warm-up + cosine LR, grad-norm clip 1. The
+held-out PSNR is measured on whole scenes from another seed with fp16-rounded weights (what ships), decoding the
+posterior mode and quantising to 8 bits; the shipped run's numbers are in runs/demo/vae/eval.json and the README.
+
+`scaling_factor` (`latent_scale`) is 1 / the RMS of the latents' *detail*: each latent minus its own per-channel
+median, i.e. with the flat background colour taken out. SD's rule, 1 / std of the whole latent, is dominated here by
+the background colours (a plain colour is most of every scene) and left the emoji at a third of unit scale: their
+signal-to-noise ratio was 1/8.5 of the schedule's at every timestep, so they were buried in noise above t = 100 and
+a DiT trained 8,000 steps drew the backgrounds but no emoji. Scaling the latents up is a shift of the noise
+schedule's log-SNR (Chen 2023, "On the importance of noise scheduling for diffusion models"; Hoogeboom et al. 2023,
+"simple diffusion"), and with the factor stored as `scaling_factor` every pipeline applies it unchanged.
 
     python -m pixart.demo.vae --out runs/demo/export --run-dir runs/demo/vae                   # writes export/vae
     python -m pixart.demo.vae --out runs/demo/export --run-dir runs/demo/vae --resume          # after any stop
@@ -241,12 +248,24 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def latent_stats(vae: AutoencoderKL, x: Tensor, batch: int = 4) -> tuple[float, float]:
-    """(mean, std) of posterior samples of x, as SD measured its 0.18215 = 1 / std."""
+def latent_stats(vae: AutoencoderKL, x: Tensor, batch: int = 4) -> tuple[float, float, float]:
+    """(mean, std, detail RMS) of posterior samples of x; the detail is each latent minus its own per-channel
+    spatial median (the flat background colour)."""
     gen = torch.Generator().manual_seed(0)
     zs = [vae.encode(x[i : i + batch]).latent_dist.sample(gen) for i in range(0, len(x), batch)]
-    z = torch.cat(zs)
-    return float(z.mean()), float(z.std())
+    z = torch.cat(zs)  # (N, C, h, w)
+    return float(z.mean()), float(z.std()), detail_rms(z)
+
+
+def detail_rms(z: Tensor) -> float:
+    """RMS of latents (N, C, h, w) after subtracting each one's per-channel spatial median (its flat background)."""
+    background = z.flatten(2).median(dim=2).values[:, :, None, None]  # (N, C, 1, 1)
+    return float((z - background).pow(2).mean().sqrt())
+
+
+def latent_scale(detail_rms: float) -> float:
+    """The exported `scaling_factor`: unit RMS for the latents' detail (see the module docstring)."""
+    return 1.0 / detail_rms
 
 
 def shipped_copy(vae: AutoencoderKL) -> AutoencoderKL:
@@ -313,8 +332,8 @@ def save_all(
     vae.eval()
     t0 = time.time()
     train_x = heldout_scenes(cfg.seed, cfg.scale_scenes, cfg.eval_sizes[0])  # scenes 0.. of the training stream
-    mean, std = latent_stats(vae, train_x)
-    scaling = 1.0 / std
+    mean, std, detail = latent_stats(vae, train_x)
+    scaling = latent_scale(detail)
     metrics = evaluate(vae, cfg, n_eval)
     export_vae(vae, out_dir / "vae", scaling)
     vae.train()
@@ -323,6 +342,7 @@ def save_all(
         "train_seconds": round(elapsed, 1),
         "latent_mean": mean,
         "latent_std": std,
+        "latent_detail_rms": detail,
         "scaling_factor": scaling,
         "eval_scenes": n_eval,
         "eval_size": list(cfg.eval_sizes[0]),
@@ -334,9 +354,9 @@ def save_all(
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     sizes = ", ".join(f"{k[5:]} {v:.2f}" for k, v in metrics.items() if k != "psnr")
     logger.info(
-        "step %d: saved; held-out PSNR %.2f dB (%d scenes; %s); latent std %.4f -> scaling_factor %.5f; "
-        "export %.2f MB (%.0fs)",
-        step, metrics["psnr"], n_eval, sizes, std, scaling, report["export_mb"], time.time() - t0,
+        "step %d: saved; held-out PSNR %.2f dB (%d scenes; %s); latent std %.4f, detail RMS %.4f "
+        "-> scaling_factor %.5f; export %.2f MB (%.0fs)",
+        step, metrics["psnr"], n_eval, sizes, std, detail, scaling, report["export_mb"], time.time() - t0,
     )  # fmt: skip
     return report
 
