@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 from test_train import cache, config  # noqa: F401  (cache: a module fixture)
 
-from pixart.demo.probe import caption_gain, probe_batch, probe_run
+from pixart.demo.probe import caption_gain, parse_timesteps, probe_batch, probe_run
 from pixart.diffusion.losses import GaussianDiffusion
 from pixart.train.loop import main
 
@@ -59,3 +60,20 @@ def test_probe_run_on_a_tiny_training_run(cache, tmp_path):  # noqa: F811 (the f
     assert all(torch.isfinite(torch.tensor(float(r[f"gain_t{t}"]))) for r in saved for t in (300, 500, 700))
     assert (run / "caption-gain.png").stat().st_size > 0
     assert len(probe_batch(cache, n=3)["latent"]) >= 2
+
+    # other timesteps: their own CSV and plot, the default one untouched, the same gain where t coincides
+    other = probe_run(run, n=3, timesteps=(500, 820))
+    assert [r["step"] for r in other] == [2, 4] and set(other[0]) == {"step"} | {
+        f"{k}_t{t}" for t in (500, 820) for k in ("gain", "mse_true", "mse_shuffled")
+    }
+    assert other[1]["gain_t500"] == pytest.approx(rows[1]["gain_t500"], rel=1e-5)
+    assert (run / "caption-gain-t500-820.png").stat().st_size > 0
+    assert len((run / "caption-gain-t500-820.csv").read_text().splitlines()) == 3
+    assert len((run / "caption-gain.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("text", ["", "300,abc", "300,300", "1000", "-1"])
+def test_bad_timesteps_are_refused(text):
+    with pytest.raises(ValueError, match="timesteps"):
+        parse_timesteps(text)
+    assert parse_timesteps("480,650,820") == (480, 650, 820)

@@ -11,9 +11,13 @@ clearly above. Prompt adherence at sampling time needs this; the ε loss alone d
 it comes from small t, where the noisy image already says everything the caption could.
 
     python -m pixart.demo.probe runs/demo/dit-base            # every checkpoint not yet in caption-gain.csv
+    python -m pixart.demo.probe runs/demo/dit-base --timesteps 480,651,819   # -> caption-gain-t480-651-819.csv
 
 One row per checkpoint is appended to RUN/caption-gain.csv (step, then gain_tT, mse_true_tT, mse_shuffled_tT for
-each probed t), and RUN/caption-gain.png plots the gains against the step.
+each probed t), and RUN/caption-gain.png plots the gains against the step. Other timesteps go to their own
+caption-gain-tA-B-C.csv/png. A run on differently scaled latents needs other t for the same noise level: scaling
+the latents by k multiplies every SNR by k², so e.g. t = 480/651/819 on the demo's rescaled latents (k = 2.5) match
+the SNR that t = 300/500/700 had on the first scale.
 """
 
 from __future__ import annotations
@@ -32,7 +36,25 @@ from pixart.train.state import list_checkpoints
 logger = logging.getLogger(__name__)
 
 TIMESTEPS = (300, 500, 700)
-FIELDS = ["step"] + [f"{k}_t{t}" for t in TIMESTEPS for k in ("gain", "mse_true", "mse_shuffled")]
+
+
+def fields(timesteps: tuple[int, ...] = TIMESTEPS) -> list[str]:
+    return ["step"] + [f"{k}_t{t}" for t in timesteps for k in ("gain", "mse_true", "mse_shuffled")]
+
+
+def output_name(timesteps: tuple[int, ...] = TIMESTEPS) -> str:
+    """`caption-gain` for the default timesteps, `caption-gain-tA-B-C` for others."""
+    return "caption-gain" if tuple(timesteps) == TIMESTEPS else "caption-gain-t" + "-".join(map(str, timesteps))
+
+
+def parse_timesteps(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 <= v < 1000 for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"bad --timesteps {text!r}: expected distinct integers in 0..999, comma-separated")
+    return values
 
 
 def probe_batch(cache: str | Path, n: int = 64, max_tokens: int | None = None) -> dict:
@@ -69,9 +91,11 @@ def caption_gain(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS) -> li
     return rows
 
 
-def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64) -> list[dict]:
-    """Probe each checkpoint of `run_dir` that `caption-gain.csv` does not have yet; returns the new rows
-    ({"step", "gain_tT", "mse_true_tT", "mse_shuffled_tT"} for each probed T)."""
+def probe_run(
+    run_dir: str | Path, cache: str | Path | None = None, n: int = 64, timesteps: tuple[int, ...] = TIMESTEPS
+) -> list[dict]:
+    """Probe each checkpoint of `run_dir` that its CSV (`output_name(timesteps)`.csv) does not have yet; returns
+    the new rows ({"step", "gain_tT", "mse_true_tT", "mse_shuffled_tT"} for each probed T)."""
     from pixart.checkpoint import load_transformer
 
     run = Path(run_dir)
@@ -79,7 +103,8 @@ def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64)
     cache = cache or config["data"]["cache"]
     if not cache:
         raise ValueError(f"{run} trained without a feature cache: pass --cache")
-    out = run / "caption-gain.csv"
+    timesteps = tuple(int(t) for t in timesteps)
+    out = run / f"{output_name(timesteps)}.csv"
     done = set()
     if out.is_file():
         with out.open(newline="") as f:
@@ -93,7 +118,7 @@ def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64)
         step = int(ckpt.name.split("-")[1])
         model = load_transformer(ckpt / "transformer.safetensors", dtype=torch.float32)
         batch = batch or probe_batch(cache, n, model.cfg.max_tokens)
-        rows = caption_gain(model, batch)
+        rows = caption_gain(model, batch, timesteps)
         logger.info("step %d: %s", step, ", ".join(f"t={r['t']} gain {r['gain_pct']:+.2f}%" for r in rows))
         row = {"step": step}
         for r in rows:
@@ -102,16 +127,16 @@ def probe_run(run_dir: str | Path, cache: str | Path | None = None, n: int = 64)
         new.append(row)
     write_header = not out.is_file()
     with out.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w = csv.DictWriter(f, fieldnames=fields(timesteps))
         if write_header:
             w.writeheader()
         for r in new:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     from pixart.demo._common import plot_curves
 
-    gains = [f"gain_t{t}" for t in TIMESTEPS]
+    gains = [f"gain_t{t}" for t in timesteps]
     title = "caption gain, % (shuffled vs true caption)"
-    plot_curves(out, run / "caption-gain.png", gains, title=title, log_y=False, smooth=1)
+    plot_curves(out, out.with_suffix(".png"), gains, title=title, log_y=False, smooth=1)
     return new
 
 
@@ -120,9 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a `pixart train` output folder (has config.json and checkpoints/)")
     parser.add_argument("--cache", help="feature cache to draw samples from (default: the run's data.cache)")
     parser.add_argument("-n", type=int, default=64, help="samples (default 64)")
+    parser.add_argument(
+        "--timesteps", default=",".join(map(str, TIMESTEPS)), help="comma-separated t to probe (default %(default)s)"
+    )
     args = parser.parse_args(argv)
+    try:
+        timesteps = parse_timesteps(args.timesteps)
+    except ValueError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    probe_run(args.run_dir, args.cache, args.n)
+    probe_run(args.run_dir, args.cache, args.n, timesteps)
     return 0
 
 
