@@ -20,8 +20,8 @@ posterior mode and quantising to 8 bits; the shipped run's numbers are in runs/d
 
 `scaling_factor` (`latent_scale`) is 1 / the RMS of the latents' *detail*: each latent minus its own per-channel
 median, i.e. with the flat background colour taken out. SD's rule, 1 / std of the whole latent, is dominated here by
-the background colours (a plain colour is most of every scene) and left the emoji at a third of unit scale: their
-signal-to-noise ratio was 1/8.5 of the schedule's at every timestep, so they were buried in noise above t = 100 and
+the background colours (a plain colour is most of every scene) and left the emoji at 0.4 of unit scale: their
+signal-to-noise ratio was 1/6.2 of the schedule's at every timestep, so they were buried in noise above t = 116 and
 a DiT trained 8,000 steps drew the backgrounds but no emoji. Scaling the latents up is a shift of the noise
 schedule's log-SNR (Chen 2023, "On the importance of noise scheduling for diffusion models"; Hoogeboom et al. 2023,
 "simple diffusion"), and with the factor stored as `scaling_factor` every pipeline applies it unchanged.
