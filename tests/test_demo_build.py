@@ -49,3 +49,25 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     card = (interim / "README.md").read_text()
     assert "stage 2 of 3" in card and "at step 2" in card
     assert not json.loads((interim / "transformer" / "config.json").read_text()).get("kv_compress_layers")
+
+
+def test_a_finished_stage_trains_on_when_its_max_steps_is_raised(tmp_path, monkeypatch):
+    import pixart.demo.build as build
+    import pixart.train.loop as loop
+
+    calls = []
+    monkeypatch.setattr(loop, "main", lambda cfg: calls.append(cfg.max_steps))
+    monkeypatch.setattr(build, "export_latest", lambda run_dir, dst: calls.append("export"))
+    checkpoints = tmp_path / "dit-base" / "checkpoints"
+    (checkpoints / "step-00000001").mkdir(parents=True)
+    (checkpoints / "step-00000001" / "trainer.json").write_text(json.dumps({"step": 1}))
+    (tmp_path / "dit-base" / "final.safetensors").write_bytes(b"")
+
+    build.stage_train(tmp_path, "base", smoke=True)  # final is from step 1, the smoke config asks for 2
+    assert calls == [2, "export"]
+
+    (checkpoints / "step-00000002").mkdir()
+    (checkpoints / "step-00000002" / "trainer.json").write_text(json.dumps({"step": 2}))
+    calls.clear()
+    build.stage_train(tmp_path, "base", smoke=True)  # finished: skipped
+    assert calls == []

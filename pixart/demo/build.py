@@ -9,8 +9,9 @@ with captions, `pixart prepare`'s cache code encodes it, `pixart train` configs 
 the transformer weak to strong (128 px -> 256 px with PE interpolation -> KV compression on the deeper half),
 and the result is packaged as a diffusers-layout folder. Each stage skips work already done (the trainers
 resume from their checkpoints), so the command can be killed and re-run at any time; a finished stage leaves
-ROOT/<stage>.done and is skipped afterwards (except packaging, which is cheap and always redone). Wall times
-are appended to ROOT/build-times.jsonl.
+ROOT/<stage>.done and is skipped afterwards (except packaging, which is cheap and always redone). To lengthen a
+finished DiT stage, raise `max_steps` in its config and delete its .done file: it trains on from its last
+checkpoint. Wall times are appended to ROOT/build-times.jsonl.
 """
 
 from __future__ import annotations
@@ -133,11 +134,22 @@ def stage_train(root: Path, stage: str, smoke: bool) -> None:
 
     cfg = load_train_config(REPO / "configs" / "demo" / f"{stage}.toml", _train_overrides(root, stage, smoke))
     final = Path(cfg.output_dir) / "final.safetensors"
-    if final.exists():
+    step = _latest_step(Path(cfg.output_dir))
+    if final.exists() and (step is None or step >= cfg.max_steps):
         logger.info("stage %s: %s exists, skipping", stage, final)
         return
+    if final.exists():  # max_steps was raised after the stage ended: train on from its last checkpoint
+        logger.info("stage %s: %s is from step %d; training on to max_steps = %d", stage, final, step, cfg.max_steps)
     train(cfg)
     export_latest(Path(cfg.output_dir), final)
+
+
+def _latest_step(run_dir: Path) -> int | None:
+    """The step of a run's newest complete checkpoint (None when it has none)."""
+    from pixart.train.state import latest_checkpoint
+
+    path = latest_checkpoint(run_dir / "checkpoints")
+    return None if path is None else json.loads((path / "trainer.json").read_text())["step"]
 
 
 def export_latest(run_dir: Path, dst: Path) -> int:
