@@ -71,3 +71,22 @@ def test_a_finished_stage_trains_on_when_its_max_steps_is_raised(tmp_path, monke
     calls.clear()
     build.stage_train(tmp_path, "base", smoke=True)  # finished: skipped
     assert calls == []
+
+
+def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monkeypatch, capsys):
+    import pixart.demo.build as build
+    import pixart.train.loop as loop
+
+    seen = []
+    monkeypatch.setattr(loop, "main", lambda cfg: seen.append((cfg.batch_size, cfg.max_steps)))
+    monkeypatch.setattr(build, "export_latest", lambda run_dir, dst: None)
+    argv = ["--root", str(tmp_path), "--smoke", "--stages", "base", "--set", "base.batch_size=8", "--set", "kv.lr=1"]
+    assert build.main(argv) == 0
+    assert seen == [(8, 2)]  # the smoke config's max_steps, the override's batch size
+
+    for bad in ("vae.batch_size=8", "base.batch_size", "base"):
+        with pytest.raises(SystemExit) as exit_info:
+            build.main(["--root", str(tmp_path), "--stages", "base", "--set", bad])
+        assert exit_info.value.code == 2
+        assert f"--set {bad!r}" in capsys.readouterr().err
+    assert build.split_overrides(["hires.batch_size=4"]) == {"base": [], "hires": ["batch_size=4"], "kv": []}

@@ -11,7 +11,8 @@ and the result is packaged as a diffusers-layout folder. Each stage skips work a
 resume from their checkpoints), so the command can be killed and re-run at any time; a finished stage leaves
 ROOT/<stage>.done and is skipped afterwards (except packaging, which is cheap and always redone). To lengthen a
 finished DiT stage, raise `max_steps` in its config and delete its .done file: it trains on from its last
-checkpoint. Wall times are appended to ROOT/build-times.jsonl.
+checkpoint. `--set STAGE.KEY=VALUE` overrides a DiT stage's config for this run (e.g. a bigger batch on a GPU).
+Wall times are appended to ROOT/build-times.jsonl.
 """
 
 from __future__ import annotations
@@ -127,12 +128,16 @@ def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
     return out
 
 
-def stage_train(root: Path, stage: str, smoke: bool) -> None:
-    """Train one DiT stage with `pixart train`'s loop, then export its final weights (EMA when kept)."""
+def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) -> None:
+    """Train one DiT stage with `pixart train`'s loop, then export its final weights (EMA when kept).
+
+    `extra`: more `KEY=VALUE` overrides of the stage's config (after the build's own), e.g. `batch_size=256`.
+    """
     from pixart.train.config import load_train_config
     from pixart.train.loop import main as train
 
-    cfg = load_train_config(REPO / "configs" / "demo" / f"{stage}.toml", _train_overrides(root, stage, smoke))
+    overrides = [*_train_overrides(root, stage, smoke), *extra]
+    cfg = load_train_config(REPO / "configs" / "demo" / f"{stage}.toml", overrides)
     final = Path(cfg.output_dir) / "final.safetensors"
     step = _latest_step(Path(cfg.output_dir))
     if final.exists() and (step is None or step >= cfg.max_steps):
@@ -282,7 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="the DiT stage whose final.safetensors the package stage ships (kv: the finished recipe); for a "
         "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="STAGE.KEY=VALUE",
+        help="override a DiT stage's config (base, hires or kv), as `pixart train --set`; repeatable, e.g. "
+        "--set base.batch_size=256 --set base.max_steps=4000",
+    )
     return p
+
+
+def split_overrides(items: Sequence[str]) -> dict[str, list[str]]:
+    """{"base": ["batch_size=256"], ...} from ["base.batch_size=256", ...]; ValueError names a bad item."""
+    out: dict[str, list[str]] = {"base": [], "hires": [], "kv": []}
+    for item in items:
+        stage, dot, rest = item.partition(".")
+        if stage not in out or not dot or "=" not in rest:
+            raise ValueError(f"--set {item!r}: expected STAGE.KEY=VALUE with STAGE one of base, hires, kv")
+        out[stage].append(rest)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         parser.error(f"unknown stages {unknown}; allowed: {', '.join(STAGES)}")
+    try:
+        extra = split_overrides(args.overrides)
+    except ValueError as e:
+        parser.error(str(e))
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     if args.export_latest:
@@ -307,9 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "vae": lambda: stage_vae(root, args.smoke),
         "cache-128": lambda: stage_cache(root, args.smoke, 128),
         "cache-256": lambda: stage_cache(root, args.smoke, 256),
-        "base": lambda: stage_train(root, "base", args.smoke),
-        "hires": lambda: stage_train(root, "hires", args.smoke),
-        "kv": lambda: stage_train(root, "kv", args.smoke),
+        "base": lambda: stage_train(root, "base", args.smoke, extra["base"]),
+        "hires": lambda: stage_train(root, "hires", args.smoke, extra["hires"]),
+        "kv": lambda: stage_train(root, "kv", args.smoke, extra["kv"]),
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }
     for stage in STAGES:

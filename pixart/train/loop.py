@@ -308,6 +308,8 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
         held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
         total = sum(p.numel() for p in params)
         logger.info("FSDP: this process holds %.1f%% of the %d parameter values", 100 * held / total, total)
+    if ema is not None:  # built (or loaded) before prepare moved the model: keep it beside the weights
+        ema = {k: v.to(device) for k, v in ema.items()}
     if ckpt is not None:
         set_optimizer_state_dict(train_model, optimizer.optimizer, ckpt["optimizer"], options=FULL_STATE)
     train_model.train()

@@ -65,12 +65,13 @@ def update_ema(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> 
     """ema = decay * ema + (1 - decay) * weights.
 
     Under FSDP each process holds a shard of every weight: it gathers the full weight (a collective, so every
-    process must call this) and keeps a full EMA, as the reference's EMA is kept whole on every process.
+    process must call this) and keeps a full EMA, as the reference's EMA is kept whole on every process. The EMA
+    may live on another device than the model (weights are copied to it).
     """
     for name, p in model.named_parameters():
         if name in ema:
             weight = p.full_tensor() if hasattr(p, "full_tensor") else p  # a DTensor shard -> the whole weight
-            ema[name].lerp_(weight.detach().float(), 1.0 - decay)
+            ema[name].lerp_(weight.detach().to(ema[name].device, torch.float32), 1.0 - decay)
 
 
 def ema_state_dict(ema: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
