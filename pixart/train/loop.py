@@ -180,16 +180,18 @@ def set_null_caption(model: torch.nn.Module, cfg: TrainConfig) -> None:
 
 
 def model_inputs(batch: dict, encoders: Encoders | None, seed: int, epoch: int, device) -> tuple:
-    """(x0 latents, caption features, caption mask) of a local batch, on `device`.
+    """(x0 latents, caption features, caption mask) of a local batch, on `device`, the caption columns that every
+    row pads cut off (`trim_caption_padding`: they cost work and change nothing).
 
     The VAE posterior sample of each image is drawn from its own (seed, epoch, index) stream, as the cache's
     latents are, so it does not depend on how the batch is split over processes.
     """
     if "latent" in batch:  # cache: latents already sampled from the stored mean/std and scaled
-        return batch["latent"].to(device), batch["caption"].to(device), batch["caption_mask"].to(device)
+        caption, mask = trim_caption_padding(batch["caption"], batch["caption_mask"])  # on the host: no GPU sync
+        return batch["latent"].to(device), caption.to(device), mask.to(device)
     generators = [sample_generator(seed, epoch, int(i), STREAM_NOISE) for i in batch["index"]]
     x0 = encoders.latents(batch["pixels"].to(device), generators)
-    caption, mask = encoders.captions(batch["caption"])
+    caption, mask = trim_caption_padding(*encoders.captions(batch["caption"]))
     return x0, caption.to(device), mask.to(device)
 
 
@@ -320,6 +322,7 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
         validate(accelerator, validator, train_model, step)
 
     losses: list[float] = []
+    pending: list[Tensor] = []  # (3,) loss, mse, vb of the steps since the last log, still on the device
     last_time, images_since = time.perf_counter(), 0
     end = cfg.max_steps if stop_after is None else min(cfg.max_steps, step + stop_after)
     while step < end:
@@ -332,14 +335,13 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
             local = shard(global_batch, rank, world)
             batch = collate([dataset[i] for i in local])
             x0, caption, mask = model_inputs(batch, encoders, cfg.seed, sampler.epoch, device)
-            caption, mask = trim_caption_padding(caption, mask)  # (B, L', D): padding columns cost, change nothing
             noise_all, t_all, drop_all = step_randomness(
                 cfg, step, tuple(x0.shape[1:]), diffusion.num_timesteps, model.cfg.class_dropout_prob
             )
             lo = rank * len(local)
             noise, t, drop = (v[lo : lo + len(local)].to(device) for v in (noise_all, t_all, drop_all))
 
-            step_loss = {"loss": 0.0, "mse": 0.0, "vb": 0.0}
+            step_loss = torch.zeros(3, device=device)  # loss, mse, vb; read on the host only when logging
             micro = len(local) // cfg.grad_accum
             for k in range(cfg.grad_accum):
                 sl = slice(k * micro, (k + 1) * micro)
@@ -352,27 +354,28 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
                     )
                     loss = terms["loss"].mean() / cfg.grad_accum
                     accelerator.backward(loss)
-                for name in step_loss:
-                    step_loss[name] += terms[name].mean().item() / cfg.grad_accum
+                step_loss += torch.stack([terms[n].detach().mean() for n in ("loss", "mse", "vb")]) / cfg.grad_accum
             grad_norm = accelerator.clip_grad_norm_(train_model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 update_ema(ema, accelerator.unwrap_model(train_model), cfg.ema_decay)
 
-            reduced = accelerator.reduce(
-                torch.tensor([step_loss["loss"], step_loss["mse"], step_loss["vb"]], device=device), reduction="mean"
-            )
-            losses.append(reduced[0].item())
+            pending.append(accelerator.reduce(step_loss, reduction="mean"))
             images_since += cfg.batch_size
             if step % cfg.log_every == 0 or step == end:
+                # The only host sync of the interval: per-step reads would make the host wait for the GPU every
+                # step instead of queuing the next step's work while this one runs.
+                values = torch.stack(pending).tolist()
+                losses.extend(v[0] for v in values)
+                pending.clear()
                 now = time.perf_counter()
                 log.write(
                     {
                         "step": step,
-                        "loss": f"{reduced[0].item():.6f}",
-                        "mse": f"{reduced[1].item():.6f}",
-                        "vb": f"{reduced[2].item():.6f}",
+                        "loss": f"{values[-1][0]:.6f}",
+                        "mse": f"{values[-1][1]:.6f}",
+                        "vb": f"{values[-1][2]:.6f}",
                         "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
                         "grad_norm": f"{float(grad_norm):.4f}",
                         "images_per_s": f"{images_since / (now - last_time):.2f}",
@@ -381,8 +384,8 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
                     }
                 )
                 if accelerator.is_main_process:
-                    values = (step, *reduced.tolist(), optimizer.param_groups[0]["lr"], float(grad_norm))
-                    logger.info("step %d loss %.4f (mse %.4f vb %.4f) lr %.2e grad %.3f", *values)
+                    shown = (step, *values[-1], optimizer.param_groups[0]["lr"], float(grad_norm))
+                    logger.info("step %d loss %.4f (mse %.4f vb %.4f) lr %.2e grad %.3f", *shown)
                 last_time, images_since = now, 0
             if step % cfg.checkpoint_every == 0 or step == end:
                 save(accelerator, cfg, train_model, optimizer, ema, sampler, step, ckpt_root)
