@@ -91,6 +91,18 @@ def test_a_kill_loses_only_the_steps_since_the_last_checkpoint(cache, full_run, 
     assert [p.name for p in list_checkpoints(ckpts)] == ["step-00000002", "step-00000004", "step-00000006"]
 
 
+def test_worker_processes_give_the_same_run_and_it_resumes_where_training_was(cache, full_run, tmp_path):
+    full, _ = full_run
+    out = tmp_path / "workers"
+    # Two DataLoader workers build batches ahead of the loop; the checkpoint at step 4 must still say "after the
+    # 4th batch" (epoch 1, 1 batch done: 3 batches per epoch), so the resumed run without workers goes on exactly.
+    part1 = main(config(cache, out, "ema_decay=0.9", "data.num_workers=2"), stop_after=4)
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints"))["state"]
+    assert (state.step, state.sampler["epoch"], state.sampler["batches_done"]) == (4, 1, 1)
+    part2 = main(config(cache, out, "ema_decay=0.9"))
+    assert part1 + part2 == full
+
+
 def test_keeps_the_last_n_checkpoints_and_they_load_as_models(cache, tmp_path):
     from pixart.checkpoint import load_transformer
 

@@ -30,6 +30,7 @@ def test_yaml(tmp_path):
         (["optim.lrr=1"], "unknown config key 'optim.lrr'"),
         (["max_steps=ten"], "max_steps='ten': expected int, got str"),
         (["batch_size=0"], "batch_size=0: must be >= 1"),
+        (["data.num_workers=-1"], "data.num_workers=-1: must be >= 0"),
         (["optim.name=sgd"], "optim.name='sgd': allowed are adamw, came"),
         (["data.path=x"], "set exactly one of data.cache"),
         (["mixed_precision=fp8"], "mixed_precision='fp8'"),

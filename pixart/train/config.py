@@ -41,6 +41,7 @@ class DataSection:
     multi_scale: bool = True  # aspect-ratio buckets; False = one square bucket at `resolution`
     long_caption_ratio: float = 0.5  # probability of using the long caption when a sample has one
     max_tokens: int = 300
+    num_workers: int = 0  # processes assembling batches ahead of the loop (pixart.train.batches); 0 = the loop's own
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class TrainConfig:
         need(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: must be in [0, 1)")
         need(self.snr_gamma >= 0, f"snr_gamma={self.snr_gamma}: must be >= 0 (0 = off)")
         need(self.checkpoint_every >= 1, f"checkpoint_every={self.checkpoint_every}: must be >= 1")
+        need(self.data.num_workers >= 0, f"data.num_workers={self.data.num_workers}: must be >= 0 (0 = no workers)")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}: must be >= 1")
         need(self.optim.name in ("adamw", "came"), f"optim.name={self.optim.name!r}: allowed are adamw, came")
         need(self.optim.lr > 0, f"optim.lr={self.optim.lr}: must be > 0")

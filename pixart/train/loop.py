@@ -26,9 +26,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator, shard
+from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator
 from pixart.diffusion.losses import GaussianDiffusion
 from pixart.model.attention import trim_caption_padding
+from pixart.train.batches import StepBatches, step_batches
 from pixart.train.config import TrainConfig
 from pixart.train.optim import (
     build_optimizer,
@@ -325,75 +326,70 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     pending: list[Tensor] = []  # (3,) loss, mse, vb of the steps since the last log, still on the device
     last_time, images_since = time.perf_counter(), 0
     end = cfg.max_steps if stop_after is None else min(cfg.max_steps, step + stop_after)
-    while step < end:
-        epoch = sampler.epoch if sampler.batches_done < len(sampler) else sampler.epoch + 1
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        for global_batch in sampler:
-            step += 1
-            set_lr(optimizer, lr_at(step, peak_lr, cfg.optim.warmup_steps))
-            local = shard(global_batch, rank, world)
-            batch = collate([dataset[i] for i in local])
-            x0, caption, mask = model_inputs(batch, encoders, cfg.seed, sampler.epoch, device)
-            noise_all, t_all, drop_all = step_randomness(
-                cfg, step, tuple(x0.shape[1:]), diffusion.num_timesteps, model.cfg.class_dropout_prob
-            )
-            lo = rank * len(local)
-            noise, t, drop = (v[lo : lo + len(local)].to(device) for v in (noise_all, t_all, drop_all))
+    local_size = cfg.batch_size // world
+    batches = StepBatches(dataset, sampler, collate, end - step, rank, world)
+    for batch, epoch, position in step_batches(batches, cfg.data.num_workers):
+        step += 1
+        set_lr(optimizer, lr_at(step, peak_lr, cfg.optim.warmup_steps))
+        x0, caption, mask = model_inputs(batch, encoders, cfg.seed, epoch, device)
+        noise_all, t_all, drop_all = step_randomness(
+            cfg, step, tuple(x0.shape[1:]), diffusion.num_timesteps, model.cfg.class_dropout_prob
+        )
+        lo = rank * local_size
+        noise, t, drop = (v[lo : lo + local_size].to(device) for v in (noise_all, t_all, drop_all))
 
-            step_loss = torch.zeros(3, device=device)  # loss, mse, vb; read on the host only when logging
-            micro = len(local) // cfg.grad_accum
-            for k in range(cfg.grad_accum):
-                sl = slice(k * micro, (k + 1) * micro)
-                sync = k == cfg.grad_accum - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(train_model):
-                    xt = diffusion.q_sample(x0[sl], t[sl], noise[sl])
-                    out_ = train_model(xt, t[sl], caption[sl], mask[sl], drop_caption=drop[sl])
-                    terms = diffusion.training_losses(
-                        out_.float(), x0[sl], xt, noise[sl], t[sl], snr_gamma=cfg.snr_gamma
-                    )
-                    loss = terms["loss"].mean() / cfg.grad_accum
-                    accelerator.backward(loss)
-                step_loss += torch.stack([terms[n].detach().mean() for n in ("loss", "mse", "vb")]) / cfg.grad_accum
-            grad_norm = accelerator.clip_grad_norm_(train_model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                update_ema(ema, accelerator.unwrap_model(train_model), cfg.ema_decay)
-
-            pending.append(accelerator.reduce(step_loss, reduction="mean"))
-            images_since += cfg.batch_size
-            if step % cfg.log_every == 0 or step == end:
-                # The only host sync of the interval: per-step reads would make the host wait for the GPU every
-                # step instead of queuing the next step's work while this one runs.
-                values = torch.stack(pending).tolist()
-                losses.extend(v[0] for v in values)
-                pending.clear()
-                now = time.perf_counter()
-                log.write(
-                    {
-                        "step": step,
-                        "loss": f"{values[-1][0]:.6f}",
-                        "mse": f"{values[-1][1]:.6f}",
-                        "vb": f"{values[-1][2]:.6f}",
-                        "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
-                        "grad_norm": f"{float(grad_norm):.4f}",
-                        "images_per_s": f"{images_since / (now - last_time):.2f}",
-                        "epoch": sampler.epoch,
-                        "time": f"{now:.1f}",
-                    }
+        step_loss = torch.zeros(3, device=device)  # loss, mse, vb; read on the host only when logging
+        micro = local_size // cfg.grad_accum
+        for k in range(cfg.grad_accum):
+            sl = slice(k * micro, (k + 1) * micro)
+            sync = k == cfg.grad_accum - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(train_model):
+                xt = diffusion.q_sample(x0[sl], t[sl], noise[sl])
+                out_ = train_model(xt, t[sl], caption[sl], mask[sl], drop_caption=drop[sl])
+                terms = diffusion.training_losses(
+                    out_.float(), x0[sl], xt, noise[sl], t[sl], snr_gamma=cfg.snr_gamma
                 )
-                if accelerator.is_main_process:
-                    shown = (step, *values[-1], optimizer.param_groups[0]["lr"], float(grad_norm))
-                    logger.info("step %d loss %.4f (mse %.4f vb %.4f) lr %.2e grad %.3f", *shown)
-                last_time, images_since = now, 0
-            if step % cfg.checkpoint_every == 0 or step == end:
-                save(accelerator, cfg, train_model, optimizer, ema, sampler, step, ckpt_root)
-            every = cfg.validation.every
-            if (every and step % every == 0) or step == cfg.max_steps:
-                validate(accelerator, validator, train_model, step)
-            if step >= end:
-                break
+                loss = terms["loss"].mean() / cfg.grad_accum
+                accelerator.backward(loss)
+            step_loss += torch.stack([terms[n].detach().mean() for n in ("loss", "mse", "vb")]) / cfg.grad_accum
+        grad_norm = accelerator.clip_grad_norm_(train_model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sampler.epoch, sampler.batches_done = epoch, position + 1  # what a checkpoint resumes after
+        if ema is not None:
+            update_ema(ema, accelerator.unwrap_model(train_model), cfg.ema_decay)
+
+        pending.append(accelerator.reduce(step_loss, reduction="mean"))
+        images_since += cfg.batch_size
+        if step % cfg.log_every == 0 or step == end:
+            # The only host sync of the interval: per-step reads would make the host wait for the GPU every
+            # step instead of queuing the next step's work while this one runs.
+            values = torch.stack(pending).tolist()
+            losses.extend(v[0] for v in values)
+            pending.clear()
+            now = time.perf_counter()
+            log.write(
+                {
+                    "step": step,
+                    "loss": f"{values[-1][0]:.6f}",
+                    "mse": f"{values[-1][1]:.6f}",
+                    "vb": f"{values[-1][2]:.6f}",
+                    "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
+                    "grad_norm": f"{float(grad_norm):.4f}",
+                    "images_per_s": f"{images_since / (now - last_time):.2f}",
+                    "epoch": epoch,
+                    "time": f"{now:.1f}",
+                }
+            )
+            if accelerator.is_main_process:
+                shown = (step, *values[-1], optimizer.param_groups[0]["lr"], float(grad_norm))
+                logger.info("step %d loss %.4f (mse %.4f vb %.4f) lr %.2e grad %.3f", *shown)
+            last_time, images_since = now, 0
+        if step % cfg.checkpoint_every == 0 or step == end:
+            save(accelerator, cfg, train_model, optimizer, ema, sampler, step, ckpt_root)
+        every = cfg.validation.every
+        if (every and step % every == 0) or step == cfg.max_steps:
+            validate(accelerator, validator, train_model, step)
     accelerator.wait_for_everyone()
     return losses
 
