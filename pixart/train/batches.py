@@ -83,4 +83,3 @@ def step_batches(batches: StepBatches, workers: int = 0, prefetch: int = 4) -> I
     return DataLoader(
         batches, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=prefetch, collate_fn=_as_is
     )
-

@@ -346,9 +346,7 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
             with contextlib.nullcontext() if sync else accelerator.no_sync(train_model):
                 xt = diffusion.q_sample(x0[sl], t[sl], noise[sl])
                 out_ = train_model(xt, t[sl], caption[sl], mask[sl], drop_caption=drop[sl])
-                terms = diffusion.training_losses(
-                    out_.float(), x0[sl], xt, noise[sl], t[sl], snr_gamma=cfg.snr_gamma
-                )
+                terms = diffusion.training_losses(out_.float(), x0[sl], xt, noise[sl], t[sl], snr_gamma=cfg.snr_gamma)
                 loss = terms["loss"].mean() / cfg.grad_accum
                 accelerator.backward(loss)
             step_loss += torch.stack([terms[n].detach().mean() for n in ("loss", "mse", "vb")]) / cfg.grad_accum
