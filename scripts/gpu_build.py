@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -132,6 +133,9 @@ class Build:
 
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
         log.info("torch %s, GPU %s, budget %.0f s", torch.__version__, gpu, self.budget)
+        if Path("/dev/shm").is_dir():  # DataLoader workers (data.num_workers) hand batches over through it
+            shm = shutil.disk_usage("/dev/shm")
+            log.info("/dev/shm: %.1f GiB free of %.1f", shm.free / 2**30, shm.total / 2**30)
         counts = SMOKE_SCENES if self.smoke else SCENES
         start = time.time()
         other = Process(target=export_dataset, args=(self.root / "data-256", counts["data-256"], 1, SIZES_256))
