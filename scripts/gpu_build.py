@@ -14,7 +14,9 @@ Each stage is the build's own function (`pixart.demo.build`), in the recipe's or
   15 MiB (join them with `cat NAME.part* > NAME`), and the logs, configs and validation grids go to
   OUT/logs.tar.gz at the end (also after a failure), so a machine taken back early still returns what finished.
 
-Wall times go to ROOT/device-times.jsonl and OUT/driver.log. The text encoder and VAE are not trained here:
+To go on from an earlier machine's weights (the optimizer starts afresh, with its warmup), join their parts and
+start a stage from them: `--set base.model.init_from=PATH` (the hires and kv stages start from the stage before by
+default). Wall times go to ROOT/device-times.jsonl and OUT/driver.log. The text encoder and VAE are not trained here:
 they come from ROOT/export, as committed.
 """
 
