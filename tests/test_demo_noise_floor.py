@@ -1,0 +1,62 @@
+"""`pixart.demo.noise_floor`: the model's ε error at each t next to the guess x_0 = 0, checked on models whose
+errors are known in closed form."""
+
+from __future__ import annotations
+
+import torch
+
+from pixart.demo.noise_floor import noise_floor
+from pixart.diffusion.losses import GaussianDiffusion
+
+DIFFUSION = GaussianDiffusion.linear(1000)
+
+
+def batch(b: int = 3) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "latent": 2.0 * torch.randn(b, 4, 4, 4, generator=g),
+        "caption": torch.randn(b, 5, 8, generator=g),
+        "caption_mask": torch.ones(b, 5, dtype=torch.bool),
+    }
+
+
+class Trivial(torch.nn.Module):
+    """ε = x_t / sqrt(1 - ᾱ_t): the guess that the clean latent is 0."""
+
+    def forward(self, xt, t, caption, mask):
+        keep = DIFFUSION.tables["sqrt_acp"][t].float().reshape(-1, 1, 1, 1) ** 2
+        return torch.cat([xt / (1 - keep).sqrt(), torch.zeros_like(xt)], dim=1)
+
+
+class Zero(torch.nn.Module):
+    def forward(self, xt, t, caption, mask):
+        return torch.zeros(xt.shape[0], 2 * xt.shape[1], *xt.shape[2:])
+
+
+def test_the_trivial_guess_scores_as_the_trivial_guess():
+    for r in noise_floor(Trivial(), batch(), (10, 500, 999)):
+        assert abs(r["mse_model"] - r["mse_trivial"]) <= 1e-6 * r["mse_trivial"]
+
+
+def test_a_zero_model_has_the_noise_as_its_error_and_x0_error_follows():
+    data = batch()
+    for r in noise_floor(Zero(), data, (300, 999)):
+        noise = torch.randn(data["latent"].shape, generator=torch.Generator().manual_seed(r["t"]))
+        assert abs(r["mse_model"] - noise.pow(2).mean().item()) < 1e-6
+        keep = DIFFUSION.tables["sqrt_acp"][r["t"]].item() ** 2
+        assert abs(r["x0_rmse_model"] - (r["mse_model"] * (1 - keep) / keep) ** 0.5) < 1e-3 * r["x0_rmse_model"]
+        assert abs(r["x0_rms"] - data["latent"].pow(2).mean().sqrt().item()) < 1e-6
+    rows = noise_floor(Zero(), data, (999,))
+    assert rows[0]["mse_model"] > rows[0]["mse_trivial"]  # at t = 999 knowing nothing beats predicting ε = 0
+
+
+def test_a_missing_file_is_one_line_and_exit_code_2(tmp_path, capsys):
+    import pytest
+
+    from pixart.demo.noise_floor import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing.safetensors"), "--cache", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.safetensors" in err and len(err.splitlines()) == 1
