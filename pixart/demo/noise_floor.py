@@ -2,7 +2,7 @@
 
 At high t the noisy latent is almost all noise, so ε ≈ x_t / sqrt(1 - ᾱ_t): the guess "x_0 = 0" (`trivial`) is
 already close, and a sampler turns the model's ε into its estimate of the clean image, x̂_0 = (x_t - sqrt(1 - ᾱ_t)
-ε̂) / sqrt(ᾱ_t), which multiplies every error of ε̂ by sqrt((1 - ᾱ_t) / ᾱ_t) (about 66 at t = 999 on PixArt's
+ε̂) / sqrt(ᾱ_t), which multiplies every error of ε̂ by sqrt((1 - ᾱ_t) / ᾱ_t) (about 157 at t = 999 on PixArt's
 linear schedule). The first sampler steps start from there, and decide the image's large shapes and colours. This
 prints, for fixed cached samples and fixed noise, the ε-MSE of the model and of the trivial guess and the RMS error of
 the model's x̂_0, so that a model whose ε is worse than the trivial guess at high t (an x̂_0 further off than
