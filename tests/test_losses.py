@@ -151,3 +151,44 @@ def test_min_snr_weight_matches_diffusers_compute_snr(diffusion, seeded):
     w = diffusion.snr_weight(t, 5.0)
     torch.testing.assert_close(weighted["loss"], plain["mse"] * w + plain["vb"])
     assert not torch.allclose(weighted["loss"], plain["loss"])
+
+
+def test_v_target_is_diffusers_velocity_and_gives_back_the_noise(diffusion, seeded):
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    x0, noise = torch.randn(4, 4, 2, 2, generator=seeded), torch.randn(4, 4, 2, 2, generator=seeded)
+    t = torch.tensor([0, 300, 700, 999])
+    v = diffusion.velocity(x0, noise, t)
+    torch.testing.assert_close(v, sched.get_velocity(x0, noise, t), rtol=1e-4, atol=1e-5)
+    xt = diffusion.q_sample(x0, t, noise)
+    torch.testing.assert_close(diffusion.eps_from_v(v, xt, t), noise, rtol=1e-4, atol=1e-5)
+
+
+def test_v_prediction_loss_perfect_model_and_weights(diffusion, seeded):
+    """A perfect v gives mse 0 and the same VLB as a perfect ε; min-SNR for v is min(SNR, γ) / (SNR + 1)."""
+    from diffusers.training_utils import compute_snr
+
+    x0 = torch.randn(3, 4, 4, 4, generator=seeded).clamp(-1, 1)
+    noise = torch.randn(3, 4, 4, 4, generator=seeded)
+    t = torch.tensor([5, 100, 900])
+    xt = diffusion.q_sample(x0, t, noise)
+    var = torch.randn(3, 4, 4, 4, generator=seeded)
+    as_v = diffusion.training_losses(torch.cat([diffusion.velocity(x0, noise, t), var], 1), x0, xt, noise, t,
+                                     prediction="v")  # fmt: skip
+    as_eps = diffusion.training_losses(torch.cat([noise, var], 1), x0, xt, noise, t)
+    torch.testing.assert_close(as_v["mse"], torch.zeros(3), atol=1e-10, rtol=0)
+    torch.testing.assert_close(as_v["vb"], as_eps["vb"], rtol=1e-3, atol=1e-5)
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    steps = torch.tensor([0, 50, 500, 999])
+    snr = compute_snr(sched, steps)
+    torch.testing.assert_close(
+        diffusion.snr_weight(steps, 5.0, "v"), snr.clamp(max=5.0) / (snr + 1), rtol=1e-3, atol=0
+    )
+    out = torch.randn(4, 8, 2, 2, generator=seeded)
+    x0, noise = torch.randn(4, 4, 2, 2, generator=seeded), torch.randn(4, 4, 2, 2, generator=seeded)
+    xt = diffusion.q_sample(x0, steps, noise)
+    plain = diffusion.training_losses(out, x0, xt, noise, steps, prediction="v")
+    weighted = diffusion.training_losses(out, x0, xt, noise, steps, prediction="v", snr_gamma=5.0)
+    torch.testing.assert_close(weighted["loss"], plain["mse"] * diffusion.snr_weight(steps, 5.0, "v") + plain["vb"])
+    with pytest.raises(ValueError, match="prediction='x0'"):
+        diffusion.training_losses(out, x0, xt, noise, steps, prediction="x0")

@@ -13,6 +13,12 @@ Optional, off by default: min-SNR-γ weighting of the MSE term (Hang et al. 2023
 via Min-SNR Weighting Strategy"; diffusers' training scripts call it `snr_gamma`). For ε-prediction the weight
 is min(SNR(t), γ) / SNR(t), SNR = ᾱ/(1 - ᾱ): 1 where SNR <= γ, smaller at the low-noise steps whose large,
 caption-blind gradients otherwise dominate the update. The VLB term is left unweighted.
+
+`prediction="v"` trains the first C channels to predict v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0 instead of ε (Salimans &
+Ho 2022): at high noise its target is the clean image itself, where ε-prediction has to copy its noisy input
+almost exactly (docs/demo-model.md shows what that costs a small model). The MSE is taken on v, its min-SNR
+weight is min(SNR, γ) / (SNR + 1), and the VLB term sees the ε that v implies, ε = sqrt(ᾱ) v + sqrt(1 - ᾱ) x_t.
+Not wired into training configs or samplers yet: the library part only.
 """
 
 from __future__ import annotations
@@ -139,30 +145,53 @@ class GaussianDiffusion:
         nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)) / math.log(2.0)
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
-    def snr_weight(self, t: Tensor, gamma: float) -> Tensor:
-        """min(SNR(t), γ) / SNR(t) for integer timesteps t (B,): the min-SNR-γ weight of the ε-MSE, (B,) float32."""
+    def snr_weight(self, t: Tensor, gamma: float, prediction: str = "epsilon") -> Tensor:
+        """The min-SNR-γ weight of the MSE for integer timesteps t (B,), (B,) float32: min(SNR, γ) / SNR for ε,
+        min(SNR, γ) / (SNR + 1) for v."""
         snr = self.tables["sqrt_recipm1_acp"][t.cpu().long()] ** -2  # ᾱ / (1 - ᾱ), from the cached tables
-        return (snr.clamp(max=gamma) / snr).float().to(t.device)
+        return (snr.clamp(max=gamma) / (snr + 1 if prediction == "v" else snr)).float().to(t.device)
+
+    def velocity(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0, the v-prediction target."""
+        return self.at("sqrt_acp", t, x0) * noise - self.at("sqrt_one_minus_acp", t, x0) * x0
+
+    def eps_from_v(self, v: Tensor, xt: Tensor, t: Tensor) -> Tensor:
+        """ε = sqrt(ᾱ_t) v + sqrt(1 - ᾱ_t) x_t: the noise a v-prediction implies."""
+        return self.at("sqrt_acp", t, xt) * v + self.at("sqrt_one_minus_acp", t, xt) * xt
 
     def training_losses(
-        self, model_output: Tensor, x0: Tensor, xt: Tensor, noise: Tensor, t: Tensor, *, snr_gamma: float = 0.0
+        self,
+        model_output: Tensor,
+        x0: Tensor,
+        xt: Tensor,
+        noise: Tensor,
+        t: Tensor,
+        *,
+        snr_gamma: float = 0.0,
+        prediction: str = "epsilon",
     ) -> dict:
         """PixArt's hybrid loss per sample: {"loss", "mse", "vb"} each (B,).
 
         Args:
-            model_output: (B, 2C, H, W) ε and learned-range values, or (B, C, H, W) ε only (then vb = 0).
+            model_output: (B, 2C, H, W) the prediction and learned-range values, or (B, C, H, W) the prediction
+                only (then vb = 0).
             x0, xt, noise: (B, C, H, W) clean latents, noised latents, the noise used.
             t: (B,) integer timesteps.
             snr_gamma: > 0 weights the MSE in "loss" by min-SNR-γ; "mse" stays unweighted. 0: the reference.
+            prediction: "epsilon" (the reference) or "v"; "mse" is on that target.
         """
+        if prediction not in ("epsilon", "v"):
+            raise ValueError(f"prediction={prediction!r}: allowed are epsilon, v")
         c = x0.shape[1]
-        eps = model_output[:, :c]
-        mse = mean_flat((noise - eps) ** 2)
+        pred = model_output[:, :c]
+        target = noise if prediction == "epsilon" else self.velocity(x0, noise, t)
+        mse = mean_flat((target - pred) ** 2)
         if model_output.shape[1] == 2 * c:
             # The VLB trains only the variance: the mean it sees is detached (IDDPM §3.1).
+            eps = pred if prediction == "epsilon" else self.eps_from_v(pred, xt, t)
             frozen = torch.cat([eps.detach(), model_output[:, c:]], dim=1)
             vb = self.vb_terms_bpd(frozen, x0, xt, t)
         else:
             vb = torch.zeros_like(mse)
-        weighted = mse * self.snr_weight(t, snr_gamma).to(mse) if snr_gamma > 0 else mse
+        weighted = mse * self.snr_weight(t, snr_gamma, prediction).to(mse) if snr_gamma > 0 else mse
         return {"loss": weighted + vb, "mse": mse, "vb": vb}
