@@ -64,17 +64,10 @@ class Build:
     def cache(self, res: int) -> None:
         import torch
 
-        from pixart.data.buckets import bins_for
-        from pixart.data.cache import T5AndVAE, prepare_cache
+        from pixart.demo.build import stage_cache
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        export = self.root / "export"
-        encoders = T5AndVAE(export, export / "vae", max_tokens=120, device=device)
-        summary = prepare_cache(
-            self.root / f"data-{res}", self.root / f"cache-{res}", encoders, bins=bins_for(res), max_tokens=120,
-            shard_size=64 if self.smoke else 1024, batch_size=128, workers=8,
-        )  # fmt: skip
-        log.info("cache-%d on %s: %s", res, device, summary)
+        stage_cache(self.root, self.smoke, res, device=device, batch_size=128, workers=8)
 
     def train(self, stage: str) -> None:
         """`stage_train` in a subprocess until it ends or its deadline; the newest checkpoint becomes final."""

@@ -85,13 +85,18 @@ def stage_vae(root: Path, smoke: bool) -> None:
         raise RuntimeError("VAE training failed; see its log")
 
 
-def stage_cache(root: Path, smoke: bool, res: int) -> None:
-    """`pixart prepare`'s cache of data-RES (T5 features, VAE latent mean/std); each DiT stage needs only its own."""
+def stage_cache(
+    root: Path, smoke: bool, res: int, *, device: str = "cpu", batch_size: int = 16, workers: int = 2
+) -> None:
+    """`pixart prepare`'s cache of data-RES (T5 features, VAE latent mean/std); each DiT stage needs only its own.
+
+    device / batch_size / workers: where the encoders run, images per encoder call, image-decoding threads.
+    """
     from pixart.data.buckets import bins_for
     from pixart.data.cache import T5AndVAE, prepare_cache
 
     export = root / "export"
-    encoders = T5AndVAE(export, export / "vae", max_tokens=120)  # export/ holds text_encoder/ + tokenizer/
+    encoders = T5AndVAE(export, export / "vae", max_tokens=120, device=device)  # export/: text_encoder/ + tokenizer/
     summary = prepare_cache(
         root / f"data-{res}",
         root / f"cache-{res}",
@@ -99,10 +104,10 @@ def stage_cache(root: Path, smoke: bool, res: int) -> None:
         bins=bins_for(res),
         max_tokens=120,
         shard_size=64 if smoke else 1024,
-        batch_size=16,
-        workers=2,
+        batch_size=batch_size,
+        workers=workers,
     )
-    logger.info("cache-%d: %s", res, summary)
+    logger.info("cache-%d on %s: %s", res, device, summary)
 
 
 def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
