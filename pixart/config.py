@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 
 KV_SAMPLINGS = ("conv", "ave", "uniform", "uniform_every")
+PREDICTIONS = ("epsilon", "v")  # what the first in_channels outputs are: the noise ε, or v (Salimans & Ho 2022)
+# The same, as diffusers schedulers' `prediction_type` names them.
+SCHEDULER_PREDICTION = {"epsilon": "epsilon", "v": "v_prediction"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class ModelConfig:
     kv_compress_layers: tuple[int, ...] = field(default_factory=tuple)  # block indices with compressed K/V
     kv_compress_factor: int = 1  # spatial stride of the compression (2 in the paper: 4x fewer keys)
     kv_compress_sampling: str = "conv"  # conv | ave | uniform | uniform_every
+    prediction: str = "epsilon"  # training target: "epsilon" (every released model) or "v"
 
     def __post_init__(self) -> None:
         # Accept lists from JSON and normalise them, so equal configs compare equal.
@@ -96,6 +100,10 @@ class ModelConfig:
         need(
             self.kv_compress_sampling in KV_SAMPLINGS,
             f"kv_compress_sampling={self.kv_compress_sampling!r}: allowed are {', '.join(KV_SAMPLINGS)}",
+        )
+        need(
+            self.prediction in PREDICTIONS,
+            f"prediction={self.prediction!r}: allowed are {', '.join(PREDICTIONS)}",
         )
         need(
             isinstance(self.kv_compress_factor, int) and self.kv_compress_factor >= 1,

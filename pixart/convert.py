@@ -21,7 +21,7 @@ import re
 import torch
 from torch import Tensor
 
-from pixart.config import ModelConfig
+from pixart.config import SCHEDULER_PREDICTION, ModelConfig
 
 
 class ConversionError(ValueError):
@@ -156,7 +156,8 @@ def diffusers_to_ours(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tens
 
 
 def config_to_diffusers(cfg: ModelConfig) -> dict:
-    """`config.json` for `PixArtTransformer2DModel`, plus our `kv_compress_*` fields when KV is on."""
+    """`config.json` for `PixArtTransformer2DModel`, plus our `kv_compress_*` fields when KV is on and our
+    `prediction_type` for a v-prediction model (diffusers itself reads that from the scheduler's config)."""
     if cfg.mlp_ratio != 4.0:
         raise ConversionError(f"mlp_ratio={cfg.mlp_ratio}: the diffusers layout only supports 4.0")
     d = {
@@ -189,6 +190,8 @@ def config_to_diffusers(cfg: ModelConfig) -> dict:
             kv_compress_factor=cfg.kv_compress_factor,
             kv_compress_sampling=cfg.kv_compress_sampling,
         )
+    if cfg.prediction != "epsilon":
+        d["prediction_type"] = SCHEDULER_PREDICTION[cfg.prediction]
     return d
 
 
@@ -221,7 +224,16 @@ def config_from_diffusers(d: dict, max_tokens: int | None = None) -> ModelConfig
         kv_compress_layers=tuple(d.get("kv_compress_layers", ())),
         kv_compress_factor=int(d.get("kv_compress_factor", 1)),
         kv_compress_sampling=d.get("kv_compress_sampling", "conv"),
+        prediction=_prediction_from_diffusers(d.get("prediction_type", "epsilon")),
     )
+
+
+def _prediction_from_diffusers(name: str) -> str:
+    """Our `prediction` for a diffusers `prediction_type` name."""
+    ours = {v: k for k, v in SCHEDULER_PREDICTION.items()}
+    if name not in ours:
+        raise ConversionError(f"prediction_type={name!r}: allowed are {', '.join(ours)}")
+    return ours[name]
 
 
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from pixart.aspect import check_size
 from pixart.components import ModelSources, default_dtype, resolve_device
+from pixart.config import SCHEDULER_PREDICTION
 from pixart.diffusion import Conditioning, generators_for, get_sampler, initial_noise, make_denoiser, sample
 from pixart.diffusion.schedules import noise_schedule, read_noise_schedule
 from pixart.memory import (
@@ -166,6 +167,17 @@ class Text2Image:
             cfg, sd, _ = read_checkpoint(self.sources.transformer, meta=True, **self._checkpoint_options)
             self._meta = (cfg, sum(t.numel() for t in sd.values()))
         return self._meta
+
+    def sampling_schedule(self) -> dict:
+        """The noise schedule samplers get: the pipeline's, with the prediction type of the transformer.
+
+        A v-prediction transformer says so in its config (our checkpoints' metadata, or the `prediction_type` we
+        add to a diffusers transformer's config.json); diffusers-layout folders say it in the scheduler config,
+        which is what `self.schedule` holds. Either marks the model as v-prediction.
+        """
+        if self.model_config.prediction == "epsilon":
+            return self.schedule
+        return {**self.schedule, "prediction_type": SCHEDULER_PREDICTION[self.model_config.prediction]}
 
     @property
     def native_size(self) -> int:
@@ -414,7 +426,7 @@ class Text2Image:
                 model, cond, cfg, semantics=cfg_semantics, keep_variance=learned, image_size=(height, width)
             )
             latents = sample(
-                denoise, latents.to(dev), sampler, steps, schedule=self.schedule, learned_variance=learned,
+                denoise, latents.to(dev), sampler, steps, schedule=self.sampling_schedule(), learned_variance=learned,
                 generators=generator, callback=callback,
             )  # fmt: skip
         if output == "latent":

@@ -166,6 +166,23 @@ def test_kv_diffusers_folder_carries_extra_keys_and_config(tmp_path):
     assert_same_weights(load_transformer(tmp_path / "d").state_dict(), model.state_dict())
 
 
+def test_v_prediction_survives_every_writable_layout_but_official(tmp_path):
+    model = tiny_model(prediction="v")
+    src = save_transformer(model, tmp_path / "m.safetensors")
+    assert load_transformer(src).cfg.prediction == "v"
+    convert_checkpoint(src, tmp_path / "d", "diffusers")
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["prediction_type"] == "v_prediction"
+    assert load_transformer(tmp_path / "d").cfg.prediction == "v"
+    # An ε model's folder stays byte-for-byte what diffusers writes: no extra key.
+    convert_checkpoint(save_transformer(tiny_model(), tmp_path / "e.safetensors"), tmp_path / "de", "diffusers")
+    assert "prediction_type" not in json.loads((tmp_path / "de" / "config.json").read_text())
+    config["prediction_type"] = "sample"
+    (tmp_path / "d" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="prediction_type='sample': allowed are epsilon, v_prediction"):
+        load_transformer(tmp_path / "d")
+
+
 def _diffusers_folder(folder, model, weights_name="diffusion_pytorch_model.safetensors"):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config_to_diffusers(model.cfg)))

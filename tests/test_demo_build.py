@@ -25,6 +25,9 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     assert times == list(STAGES)
     config = json.loads((package / "transformer" / "config.json").read_text())
     assert config["kv_compress_layers"] == [4, 5, 6, 7] and config["sample_size"] == 32
+    # The recipe trains v-prediction (configs/demo/base.toml); transformer and scheduler both say so.
+    scheduler = json.loads((package / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == scheduler["prediction_type"] == "v_prediction"
     out = tmp_path / "img.png"
     assert (
         cli(

@@ -60,3 +60,15 @@ def test_a_missing_file_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "missing.safetensors" in err and len(err.splitlines()) == 1
+
+
+def test_a_v_model_is_scored_by_the_epsilon_its_v_implies():
+    """v = 0 means ε = sqrt(1 - ᾱ_t) x_t (and x̂_0 = sqrt(ᾱ_t) x_t): its error is that ε's, not the noise's."""
+    data = batch()
+    for r in noise_floor(Zero(), data, (300, 999), prediction="v"):
+        noise = torch.randn(data["latent"].shape, generator=torch.Generator().manual_seed(r["t"]))
+        t = torch.full((3,), r["t"])
+        xt = DIFFUSION.q_sample(data["latent"], t, noise)
+        eps = DIFFUSION.at("sqrt_one_minus_acp", t, xt) * xt
+        assert abs(r["mse_model"] - (eps - noise).pow(2).mean().item()) < 1e-5
+        assert abs(r["mse_model"] - noise.pow(2).mean().item()) > 0.1

@@ -195,3 +195,7 @@ def test_config_round_trips_and_validates():
         ModelConfig.from_dict({"depthh": 3})
     with pytest.raises(ValueError, match="hidden_size=50 must be divisible by num_heads=3"):
         tiny_config(hidden_size=50)
+    v = tiny_config(prediction="v")
+    assert ModelConfig.from_json(v.to_json()) == v and v != tiny_config()
+    with pytest.raises(ValueError, match="prediction='x0': allowed are epsilon, v"):
+        tiny_config(prediction="x0")

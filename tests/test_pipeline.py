@@ -264,6 +264,68 @@ def test_other_samplers_run(tiny, sampler):
     assert images.shape == (1, 3, 48, 80) and torch.isfinite(images).all()
 
 
+# ---- v-prediction --------------------------------------------------------------------------------------------------
+
+
+def test_v_prediction_model_matches_diffusers_with_a_v_prediction_scheduler(tiny):
+    from diffusers import PixArtSigmaPipeline
+
+    model = copy.deepcopy(tiny.model)
+    model.cfg = model.cfg.replace(prediction="v")
+    ours = _run(tiny.pipeline(model), prompt=PROMPTS, cfg=4.5, generator=torch.Generator().manual_seed(0))
+    reference = PixArtSigmaPipeline(
+        tokenizer=tiny.tokenizer,
+        text_encoder=tiny.t5,
+        vae=tiny.vae,
+        transformer=make_diffusers_reference(tiny.model, tiny.cfg),
+        scheduler=make_scheduler("dpm-solver++", {"prediction_type": "v_prediction"}),
+    )
+    reference.set_progress_bar_config(disable=True)
+    theirs = reference(
+        PROMPTS,
+        negative_prompt="",
+        num_inference_steps=3,
+        guidance_scale=4.5,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        use_resolution_binning=False,
+        output_type="pt",
+        max_sequence_length=MAX_TOKENS,
+        clean_caption=False,
+    ).images
+    eps_reading = _run(tiny.pipeline(), prompt=PROMPTS, cfg=4.5, generator=torch.Generator().manual_seed(0))
+    assert (ours - theirs).abs().max() < 1e-4
+    assert (ours - eps_reading).abs().max() > 1e-2  # the same weights read as ε give another image
+
+
+class EpsFromV(torch.nn.Module):
+    """A v-prediction model presented as an ε model: ε = sqrt(ᾱ_t) v + sqrt(1 - ᾱ_t) x_t, by hand."""
+
+    def __init__(self, v_model: PixArtSigma):
+        super().__init__()
+        self.inner, self.cfg = v_model, v_model.cfg.replace(prediction="epsilon")
+
+    def forward(self, x, t, caption, mask, **kwargs):
+        from pixart.diffusion.losses import GaussianDiffusion
+
+        out = self.inner(x, t, caption, mask, **kwargs)  # (B, 2C, H, W): v, variance values
+        assert torch.equal(t, t.round())  # integer timesteps: the table lookup below is exact
+        eps = GaussianDiffusion.linear(1000).eps_from_v(out[:, : x.shape[1]].double(), x.double(), t).float()
+        return torch.cat([eps, out[:, x.shape[1] :]], dim=1)
+
+
+@pytest.mark.parametrize("sampler", ["dpm-solver++", "ddim", "sa-solver", "iddpm"])
+def test_v_prediction_model_samples_as_its_epsilon_would(tiny, sampler):
+    """Every sampler reads a v-model (`prediction="v"`, the scheduler's v_prediction) as the ε it implies."""
+    model = copy.deepcopy(tiny.model)
+    model.cfg = model.cfg.replace(prediction="v")
+    ours = _run(tiny.pipeline(model), prompt="a cat", seed=2, sampler=sampler, steps=4)
+    by_hand = _run(tiny.pipeline(EpsFromV(model)), prompt="a cat", seed=2, sampler=sampler, steps=4)
+    assert ours.std() > 0.01
+    assert (ours - by_hand).abs().max() < 1e-4
+
+
 def test_micro_conditioned_model_gets_its_size_conditions(tiny):
     """PixArt-α 1024-MS style: resolution (h, w) and aspect ratio h / w, as diffusers' PixArtAlphaPipeline."""
     model = randomize(PixArtSigma(tiny_config(max_tokens=MAX_TOKENS, micro_condition=True))).eval()

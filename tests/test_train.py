@@ -129,6 +129,23 @@ def test_min_snr_weighting_changes_the_objective_and_is_validated(cache, tmp_pat
         main(config(cache, tmp_path / "c", "snr_gamma=-1"))
 
 
+def test_v_prediction_trains_on_v_and_later_stages_keep_it(cache, tmp_path):
+    from pixart.checkpoint import load_transformer
+
+    v_model = TINY_MODEL[:-1] + ', "prediction": "v"}'
+    eps = main(config(cache, tmp_path / "eps", "max_steps=2"))
+    v = main(config(cache, tmp_path / "v", "max_steps=2", v_model))
+    # Same seed, batches and noise: only the target differs (ε's MSE at the zero-initialised output is ~1).
+    assert all(torch.isfinite(torch.tensor(v))) and abs(v[0] - eps[0]) > 0.05
+    weights = latest_checkpoint(tmp_path / "v" / "checkpoints") / "transformer.safetensors"
+    assert load_transformer(weights).cfg.prediction == "v"
+    # A later stage (init_from) keeps the target; `model.config.prediction` retargets it (fine-tuning ε <-> v).
+    for out, overrides, expected in (("next", "{}", "v"), ("re", '{"prediction": "epsilon"}', "epsilon")):
+        main(config(cache, tmp_path / out, "max_steps=1", f"model.init_from={weights}", f"model.config={overrides}"))
+        after = latest_checkpoint(tmp_path / out / "checkpoints") / "transformer.safetensors"
+        assert load_transformer(after).cfg.prediction == expected, out
+
+
 def test_grad_accumulation_equals_the_full_batch(cache, tmp_path):
     one = main(config(cache, tmp_path / "a", "max_steps=3"))
     accum = main(config(cache, tmp_path / "b", "max_steps=3", "grad_accum=2"))

@@ -199,6 +199,7 @@ def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str 
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
+    from pixart.config import SCHEDULER_PREDICTION
 
     final = root / f"dit-{source}" / "final.safetensors"
     note = STAGE_NOTE[source]
@@ -226,7 +227,7 @@ def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str 
         "beta_start": 0.0001,
         "beta_end": 0.02,
         "num_train_timesteps": 1000,
-        "prediction_type": "epsilon",
+        "prediction_type": SCHEDULER_PREDICTION[model.cfg.prediction],
         "timestep_spacing": "linspace",
         "lower_order_final": True,
     }

@@ -4,9 +4,9 @@ At high t the noisy latent is almost all noise, so ε ≈ x_t / sqrt(1 - ᾱ_t):
 already close, and a sampler turns the model's ε into its estimate of the clean image, x̂_0 = (x_t - sqrt(1 - ᾱ_t)
 ε̂) / sqrt(ᾱ_t), which multiplies every error of ε̂ by sqrt((1 - ᾱ_t) / ᾱ_t) (about 157 at t = 999 on PixArt's
 linear schedule). The first sampler steps start from there, and decide the image's large shapes and colours. This
-prints, for fixed cached samples and fixed noise, the ε-MSE of the model and of the trivial guess and the RMS error of
-the model's x̂_0, so that a model whose ε is worse than the trivial guess at high t (an x̂_0 further off than
-guessing zero) shows:
+prints, for fixed cached samples and fixed noise, the ε-MSE of the model (of the ε its v implies, for a v-prediction
+model) and of the trivial guess and the RMS error of the model's x̂_0, so that a model whose ε is worse than the
+trivial guess at high t (an x̂_0 further off than guessing zero) shows:
 
     python -m pixart.demo.noise_floor runs/demo/dit-base/final.safetensors --cache runs/demo/cache-128
 """
@@ -26,8 +26,11 @@ TIMESTEPS = (100, 300, 500, 700, 800, 900, 950, 999)
 
 
 @torch.no_grad()
-def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS) -> list[dict]:
-    """One row per t: {"t", "mse_trivial", "mse_model", "x0_rmse_model", "x0_rms"} on the batch's latents."""
+def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS, prediction: str = "epsilon") -> list[dict]:
+    """One row per t: {"t", "mse_trivial", "mse_model", "x0_rmse_model", "x0_rms"} on the batch's latents.
+
+    `prediction` is what the model outputs ("epsilon" or "v", its `cfg.prediction`); a v is read as the ε it implies.
+    """
     diffusion = GaussianDiffusion.linear(1000)
     x0, caption, mask = batch["latent"], batch["caption"], batch["caption_mask"]  # (B, C, h, w), (B, L, D), (B, L)
     rows = []
@@ -37,7 +40,8 @@ def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS) -> lis
         xt = diffusion.q_sample(x0, t, noise)
         keep = diffusion.tables["sqrt_acp"][int(tv)].float() ** 2  # ᾱ_t
         trivial = xt / (1 - keep).sqrt()  # ε if x_0 were 0
-        eps = model(xt, t, caption, mask)[:, : x0.shape[1]]
+        out = model(xt, t, caption, mask)[:, : x0.shape[1]]  # (B, C, h, w): ε or v
+        eps = diffusion.eps_from_output(out, xt, t, prediction)
         mse_model = ((eps - noise) ** 2).mean().item()
         rows.append(
             {
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = probe_batch(args.cache, args.n, model.cfg.max_tokens)
     except (OSError, ValueError) as e:
         parser.exit(2, f"python -m pixart.demo.noise_floor: error: {e}\n")
-    rows = noise_floor(model, batch)
+    rows = noise_floor(model, batch, prediction=model.cfg.prediction)
     logger.info("%s: %d samples, x_0 RMS %.2f", args.weights, len(batch["latent"]), rows[0]["x0_rms"])
     logger.info("    t   ε-MSE trivial   ε-MSE model   x̂_0 RMS error of the model")
     for r in rows:

@@ -1,6 +1,7 @@
 """Caption reliance of a training run: how much each checkpoint's ε-prediction gains from the right caption.
 
-For fixed cached samples, fixed noise and a few fixed timesteps, the ε-MSE of the raw weights is measured twice:
+For fixed cached samples, fixed noise and a few fixed timesteps, the ε-MSE of the raw weights (of the ε a
+v-prediction model implies, for those) is measured twice:
 with each sample's own caption, and with the captions rolled by one place (every image gets another image's
 caption; same tokens, same masks, only the pairing is wrong). The relative difference is the gain:
 
@@ -69,8 +70,11 @@ def probe_batch(cache: str | Path, n: int = 64, max_tokens: int | None = None) -
 
 
 @torch.no_grad()
-def caption_gain(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS) -> list[dict]:
-    """One row per timestep: ε-MSE with the true captions and with the captions rolled by one sample."""
+def caption_gain(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS, prediction: str = "epsilon") -> list[dict]:
+    """One row per timestep: ε-MSE with the true captions and with the captions rolled by one sample.
+
+    `prediction` is what the model outputs ("epsilon" or "v", its `cfg.prediction`); a v is read as the ε it implies.
+    """
     from pixart.diffusion.losses import GaussianDiffusion
 
     diffusion = GaussianDiffusion.linear(1000)
@@ -84,8 +88,12 @@ def caption_gain(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS) -> li
         t = torch.full((len(x0),), int(tv))
         xt = diffusion.q_sample(x0, t, noise)
         c = x0.shape[1]
-        true = ((model(xt, t, caption, mask)[:, :c] - noise) ** 2).mean().item()
-        shuffled = ((model(xt, t, caption[rolled], mask[rolled])[:, :c] - noise) ** 2).mean().item()
+        mses = []
+        for order in (slice(None), rolled):  # the true pairing, then every image with another's caption
+            out = model(xt, t, caption[order], mask[order])[:, :c]  # (B, C, h, w): ε or v
+            eps = diffusion.eps_from_output(out, xt, t, prediction)
+            mses.append(((eps - noise) ** 2).mean().item())
+        true, shuffled = mses
         gain = 100 * (shuffled - true) / true
         rows.append({"t": int(tv), "mse_true": true, "mse_shuffled": shuffled, "gain_pct": gain})
     return rows
@@ -118,7 +126,7 @@ def probe_run(
         step = int(ckpt.name.split("-")[1])
         model = load_transformer(ckpt / "transformer.safetensors", dtype=torch.float32)
         batch = batch or probe_batch(cache, n, model.cfg.max_tokens)
-        rows = caption_gain(model, batch, timesteps)
+        rows = caption_gain(model, batch, timesteps, model.cfg.prediction)
         logger.info("step %d: %s", step, ", ".join(f"t={r['t']} gain {r['gain_pct']:+.2f}%" for r in rows))
         row = {"step": step}
         for r in rows:

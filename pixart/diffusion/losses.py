@@ -18,7 +18,8 @@ caption-blind gradients otherwise dominate the update. The VLB term is left unwe
 Ho 2022): at high noise its target is the clean image itself, where ε-prediction has to copy its noisy input
 almost exactly (docs/demo-model.md shows what that costs a small model). The MSE is taken on v, its min-SNR
 weight is min(SNR, γ) / (SNR + 1), and the VLB term sees the ε that v implies, ε = sqrt(ᾱ) v + sqrt(1 - ᾱ) x_t.
-Not wired into training configs or samplers yet: the library part only.
+Training takes it from the model's config (`ModelConfig.prediction`); samplers get it as the scheduler's
+`prediction_type` (`Text2Image.sampling_schedule`), which every diffusers scheduler we use understands.
 """
 
 from __future__ import annotations
@@ -158,6 +159,10 @@ class GaussianDiffusion:
     def eps_from_v(self, v: Tensor, xt: Tensor, t: Tensor) -> Tensor:
         """ε = sqrt(ᾱ_t) v + sqrt(1 - ᾱ_t) x_t: the noise a v-prediction implies."""
         return self.at("sqrt_acp", t, xt) * v + self.at("sqrt_one_minus_acp", t, xt) * xt
+
+    def eps_from_output(self, prediction_out: Tensor, xt: Tensor, t: Tensor, prediction: str) -> Tensor:
+        """The ε a model's prediction channels (B, C, ...) stand for, whatever its `prediction` target."""
+        return prediction_out if prediction == "epsilon" else self.eps_from_v(prediction_out, xt, t)
 
     def training_losses(
         self,

@@ -87,7 +87,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10
-    snr_gamma: float = 0.0  # > 0: min-SNR-γ weighting of the ε-MSE (e.g. 5); 0 = unweighted, as the reference
+    snr_gamma: float = 0.0  # > 0: min-SNR-γ weighting of the MSE (e.g. 5); 0 = unweighted, as the reference
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)

@@ -63,7 +63,8 @@ def build_model(cfg: TrainConfig):
         from pixart.checkpoint import load_transformer
 
         model = load_transformer(m.init_from, preset=m.preset or None)
-        shape_free = {"class_dropout_prob"}  # overrides that cannot change a weight's shape
+        # Overrides that cannot change a weight's shape; a new `prediction` retargets the model (fine-tuning ε -> v).
+        shape_free = {"class_dropout_prob", "prediction"}
         bad = sorted(set(m.config) - shape_free)
         if bad:
             raise ValueError(
@@ -346,7 +347,15 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
             with contextlib.nullcontext() if sync else accelerator.no_sync(train_model):
                 xt = diffusion.q_sample(x0[sl], t[sl], noise[sl])
                 out_ = train_model(xt, t[sl], caption[sl], mask[sl], drop_caption=drop[sl])
-                terms = diffusion.training_losses(out_.float(), x0[sl], xt, noise[sl], t[sl], snr_gamma=cfg.snr_gamma)
+                terms = diffusion.training_losses(
+                    out_.float(),
+                    x0[sl],
+                    xt,
+                    noise[sl],
+                    t[sl],
+                    snr_gamma=cfg.snr_gamma,
+                    prediction=model.cfg.prediction,
+                )
                 loss = terms["loss"].mean() / cfg.grad_accum
                 accelerator.backward(loss)
             step_loss += torch.stack([terms[n].detach().mean() for n in ("loss", "mse", "vb")]) / cfg.grad_accum
