@@ -1,7 +1,9 @@
 """Noise schedule and the samplers by name: each sampler is a diffusers scheduler with PixArt-Σ's settings.
 
 PixArt-Σ was trained with the DDPM linear schedule (betas 1e-4 .. 0.02 over 1000 steps, ε prediction,
-REFERENCE.md §1.8); every sampler here integrates that same process, so they differ only in how they step.
+REFERENCE.md §1.8); every sampler here integrates that same process, so they differ only in how they step. A model
+trained to predict v instead (`ModelConfig.prediction`) gets the same schedulers with `prediction_type` set to
+"v_prediction" (`Text2Image.sampling_schedule`).
 The defaults per sampler are the reference's (REFERENCE.md §1.6, §2.2):
 
   name          scheduler                                 steps  CFG  notes
