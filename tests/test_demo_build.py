@@ -23,6 +23,7 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
         assert (package / part).exists(), part
     times = [json.loads(line)["stage"] for line in (tmp_path / "root" / "build-times.jsonl").read_text().splitlines()]
     assert times == list(STAGES)
+    assert all((tmp_path / "root" / f"dit-{s}" / "loss.png").is_file() for s in ("base", "hires", "kv"))
     config = json.loads((package / "transformer" / "config.json").read_text())
     assert config["kv_compress_layers"] == [4, 5, 6, 7] and config["sample_size"] == 32
     # The recipe trains v-prediction (configs/demo/base.toml); transformer and scheduler both say so.

@@ -134,7 +134,8 @@ def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
 
 
 def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) -> None:
-    """Train one DiT stage with `pixart train`'s loop, then export its final weights (EMA when kept).
+    """Train one DiT stage with `pixart train`'s loop, then export its final weights (EMA when kept) and plot its
+    log.csv as loss.png.
 
     `extra`: more `KEY=VALUE` overrides of the stage's config (after the build's own), e.g. `batch_size=256`.
     """
@@ -152,6 +153,16 @@ def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) 
         logger.info("stage %s: %s is from step %d; training on to max_steps = %d", stage, final, step, cfg.max_steps)
     train(cfg)
     export_latest(Path(cfg.output_dir), final)
+    plot_losses(Path(cfg.output_dir), stage)
+
+
+def plot_losses(run_dir: Path, stage: str) -> Path:
+    """RUN/loss.png: the loss and its MSE and VLB parts from RUN/log.csv, against the step."""
+    from pixart.demo._common import plot_curves
+
+    png = run_dir / "loss.png"
+    plot_curves(run_dir / "log.csv", png, ["loss", "mse", "vb"], title=f"demo DiT, stage {stage}: training loss")
+    return png
 
 
 def _latest_step(run_dir: Path) -> int | None:
