@@ -163,6 +163,33 @@ def _run(pipe: Text2Image, **kwargs) -> torch.Tensor:
     return pipe.generate(**{**defaults, **kwargs})
 
 
+def diffusers_images(tiny: Tiny, scheduler, generator, *, cfg: float = 4.5, height: int = 64, width: int = 64):
+    """PROMPTS through diffusers' PixArtSigmaPipeline on the same tiny components (3 steps, empty negative)."""
+    from diffusers import PixArtSigmaPipeline
+
+    reference = PixArtSigmaPipeline(
+        tokenizer=tiny.tokenizer,
+        text_encoder=tiny.t5,
+        vae=tiny.vae,
+        transformer=make_diffusers_reference(tiny.model, tiny.cfg),
+        scheduler=scheduler,
+    )
+    reference.set_progress_bar_config(disable=True)
+    return reference(
+        PROMPTS,
+        negative_prompt="",
+        num_inference_steps=3,
+        guidance_scale=cfg,
+        height=height,
+        width=width,
+        generator=generator,
+        use_resolution_binning=False,
+        output_type="pt",
+        max_sequence_length=MAX_TOKENS,
+        clean_caption=False,
+    ).images
+
+
 # ---- parity with diffusers ------------------------------------------------------------------------------------------
 
 
@@ -170,8 +197,6 @@ def _run(pipe: Text2Image, **kwargs) -> torch.Tensor:
 @pytest.mark.parametrize("cfg", [1.0, 4.5])
 @pytest.mark.parametrize("hw", [(64, 64), (64, 96)])
 def test_matches_diffusers_pipeline(tiny, sampler, cfg, hw):
-    from diffusers import PixArtSigmaPipeline
-
     height, width = hw
     ours = _run(
         tiny.pipeline(),
@@ -182,27 +207,9 @@ def test_matches_diffusers_pipeline(tiny, sampler, cfg, hw):
         sampler=sampler,
         generator=torch.Generator().manual_seed(0),
     )
-    reference = PixArtSigmaPipeline(
-        tokenizer=tiny.tokenizer,
-        text_encoder=tiny.t5,
-        vae=tiny.vae,
-        transformer=make_diffusers_reference(tiny.model, tiny.cfg),
-        scheduler=make_scheduler(sampler),
+    theirs = diffusers_images(
+        tiny, make_scheduler(sampler), torch.Generator().manual_seed(0), cfg=cfg, height=height, width=width
     )
-    reference.set_progress_bar_config(disable=True)
-    theirs = reference(
-        PROMPTS,
-        negative_prompt="",
-        num_inference_steps=3,
-        guidance_scale=cfg,
-        height=height,
-        width=width,
-        generator=torch.Generator().manual_seed(0),
-        use_resolution_binning=False,
-        output_type="pt",
-        max_sequence_length=MAX_TOKENS,
-        clean_caption=False,
-    ).images
     assert ours.shape == theirs.shape == (2, 3, height, width)
     assert ours.std() > 0.01  # a real image, not a constant
     assert (ours - theirs).abs().max() < 1e-4
@@ -210,29 +217,9 @@ def test_matches_diffusers_pipeline(tiny, sampler, cfg, hw):
 
 def test_per_image_generators_match_diffusers_generator_list(tiny):
     """The CLI's seed rule (generator seed + i per image) is diffusers' list-of-generators rule."""
-    from diffusers import PixArtSigmaPipeline
-
     seeds = [11, 12]
     ours = _run(tiny.pipeline(), prompt=PROMPTS, seed=11)
-    reference = PixArtSigmaPipeline(
-        tokenizer=tiny.tokenizer,
-        text_encoder=tiny.t5,
-        vae=tiny.vae,
-        transformer=make_diffusers_reference(tiny.model, tiny.cfg),
-        scheduler=make_scheduler("dpm-solver++"),
-    )
-    reference.set_progress_bar_config(disable=True)
-    theirs = reference(
-        PROMPTS,
-        num_inference_steps=3,
-        height=64,
-        width=64,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        use_resolution_binning=False,
-        output_type="pt",
-        max_sequence_length=MAX_TOKENS,
-        clean_caption=False,
-    ).images
+    theirs = diffusers_images(tiny, make_scheduler("dpm-solver++"), [torch.Generator().manual_seed(s) for s in seeds])
     assert (ours - theirs).abs().max() < 1e-4
 
 
@@ -268,32 +255,11 @@ def test_other_samplers_run(tiny, sampler):
 
 
 def test_v_prediction_model_matches_diffusers_with_a_v_prediction_scheduler(tiny):
-    from diffusers import PixArtSigmaPipeline
-
     model = copy.deepcopy(tiny.model)
     model.cfg = model.cfg.replace(prediction="v")
     ours = _run(tiny.pipeline(model), prompt=PROMPTS, cfg=4.5, generator=torch.Generator().manual_seed(0))
-    reference = PixArtSigmaPipeline(
-        tokenizer=tiny.tokenizer,
-        text_encoder=tiny.t5,
-        vae=tiny.vae,
-        transformer=make_diffusers_reference(tiny.model, tiny.cfg),
-        scheduler=make_scheduler("dpm-solver++", {"prediction_type": "v_prediction"}),
-    )
-    reference.set_progress_bar_config(disable=True)
-    theirs = reference(
-        PROMPTS,
-        negative_prompt="",
-        num_inference_steps=3,
-        guidance_scale=4.5,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(0),
-        use_resolution_binning=False,
-        output_type="pt",
-        max_sequence_length=MAX_TOKENS,
-        clean_caption=False,
-    ).images
+    v_scheduler = make_scheduler("dpm-solver++", {"prediction_type": "v_prediction"})
+    theirs = diffusers_images(tiny, v_scheduler, torch.Generator().manual_seed(0))
     eps_reading = _run(tiny.pipeline(), prompt=PROMPTS, cfg=4.5, generator=torch.Generator().manual_seed(0))
     assert (ours - theirs).abs().max() < 1e-4
     assert (ours - eps_reading).abs().max() > 1e-2  # the same weights read as ε give another image
