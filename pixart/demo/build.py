@@ -156,11 +156,14 @@ def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) 
     plot_losses(Path(cfg.output_dir), stage)
 
 
-def plot_losses(run_dir: Path, stage: str) -> Path:
-    """RUN/loss.png: the loss and its MSE and VLB parts from RUN/log.csv, against the step."""
+def plot_losses(run_dir: Path, stage: str) -> Path | None:
+    """RUN/loss.png: the loss and its MSE and VLB parts from RUN/log.csv, against the step (None: no log)."""
     from pixart.demo._common import plot_curves
 
     png = run_dir / "loss.png"
+    if not (run_dir / "log.csv").exists():
+        logger.warning("stage %s: no %s to plot", stage, run_dir / "log.csv")
+        return None
     plot_curves(run_dir / "log.csv", png, ["loss", "mse", "vb"], title=f"demo DiT, stage {stage}: training loss")
     return png
 
