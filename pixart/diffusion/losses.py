@@ -193,7 +193,7 @@ class GaussianDiffusion:
         mse = mean_flat((target - pred) ** 2)
         if model_output.shape[1] == 2 * c:
             # The VLB trains only the variance: the mean it sees is detached (IDDPM §3.1).
-            eps = pred if prediction == "epsilon" else self.eps_from_v(pred, xt, t)
+            eps = self.eps_from_output(pred, xt, t, prediction)
             frozen = torch.cat([eps.detach(), model_output[:, c:]], dim=1)
             vb = self.vb_terms_bpd(frozen, x0, xt, t)
         else:
