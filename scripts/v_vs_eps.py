@@ -2,6 +2,7 @@
 
     python scripts/v_vs_eps.py                 # 8 scenes, 500 steps per arm, ~5 min on 2 cores
     python scripts/v_vs_eps.py --steps 1000 --root /tmp/vexp
+    python scripts/v_vs_eps.py --arms v --steps 1250 --eval-every 250   # how fast v memorises the 8 scenes
 
 Renders 8 emoji scenes at 128² (seed 5), encodes them with the demo T5 and VAE (runs/demo/export), and trains the
 demo base DiT (configs/demo/base.toml's model) from the same initial weights on them twice, with the same batches,
@@ -42,7 +43,7 @@ def prepare(root: Path) -> Path:
     return root / "cache"
 
 
-def run_arm(arm: str, cache: Path, steps: int, root: Path) -> dict:
+def run_arm(arm: str, cache: Path, steps: int, root: Path, eval_every: int = 0) -> dict:
     from PIL import Image
 
     from pixart.data.cache_read import CachedDataset, collate_cached
@@ -65,6 +66,27 @@ def run_arm(arm: str, cache: Path, steps: int, root: Path) -> dict:
         caption, mask = trim_caption_padding(b["caption"], b["caption_mask"])
         return b["latent"], caption, mask
 
+    def eps_of(xt: torch.Tensor, t: torch.Tensor, caption, mask) -> torch.Tensor:
+        out = model(xt, t, caption, mask)[:, : xt.shape[1]]
+        if arm == "eps":
+            return out
+        a = keep[t].view(-1, 1, 1, 1)
+        return a.sqrt() * out + (1 - a).sqrt() * xt  # ε from v and x_t
+
+    @torch.no_grad()
+    def error_rows() -> list[tuple[int, float, float, float]]:
+        """(t, ε-MSE of the guess x_0 = 0, ε-MSE of the model, RMS error of its x̂_0) on the 8 scenes, fixed noise."""
+        x0, caption, mask = batch()
+        rows = []
+        for tv in (500, 800, 900, 950, 999):
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(tv))
+            t, a = torch.full((len(x0),), tv), keep[tv]
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            mse = (eps_of(xt, t, caption, mask) - noise).pow(2).mean()
+            trivial = (xt / (1 - a).sqrt() - noise).pow(2).mean()
+            rows.append((tv, trivial.item(), mse.item(), (mse * (1 - a) / a).sqrt().item()))
+        return rows
+
     start = time.time()
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:
@@ -81,27 +103,17 @@ def run_arm(arm: str, cache: Path, steps: int, root: Path) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad()
+        if eval_every and step % eval_every == 0:  # eval mode draws no random numbers: training is unchanged
+            model.eval()
+            errors = ", ".join(f"{tv}: {x0_err:.3f}" for tv, _, _, x0_err in error_rows())
+            print(f"{arm} step {step}: x̂_0 RMS error at t = {errors}", flush=True)
+            model.train()
     seconds = time.time() - start
     model.eval()
-
-    def eps_of(xt: torch.Tensor, t: torch.Tensor, caption, mask) -> torch.Tensor:
-        out = model(xt, t, caption, mask)[:, : xt.shape[1]]
-        if arm == "eps":
-            return out
-        a = keep[t].view(-1, 1, 1, 1)
-        return a.sqrt() * out + (1 - a).sqrt() * xt  # ε from v and x_t
-
     data.set_epoch(0)
     x0, caption, mask = batch()
-    result = {"arm": arm, "seconds": seconds, "x0_rms": x0.pow(2).mean().sqrt().item(), "rows": []}
+    result = {"arm": arm, "seconds": seconds, "x0_rms": x0.pow(2).mean().sqrt().item(), "rows": error_rows()}
     with torch.no_grad():
-        for tv in (500, 800, 900, 950, 999):
-            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(tv))
-            t, a = torch.full((len(x0),), tv), keep[tv]
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            mse = (eps_of(xt, t, caption, mask) - noise).pow(2).mean()
-            trivial = (xt / (1 - a).sqrt() - noise).pow(2).mean()
-            result["rows"].append((tv, trivial.item(), mse.item(), (mse * (1 - a) / a).sqrt().item()))
         times = torch.linspace(999, 0, 50).round().long()
         x = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7))
         for i, tv in enumerate(times):  # DDIM, eta = 0
@@ -126,12 +138,17 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="/tmp/v_vs_eps", help="working folder (scenes, cache, sample grids)")
     p.add_argument("--steps", type=int, default=500, help="training steps per arm (batch: all 8 scenes)")
+    p.add_argument("--arms", default="eps,v", help="which targets to train, comma-separated (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=0, help="also print the x̂_0 errors every N steps")
     args = p.parse_args()
+    arms = args.arms.split(",")
+    if not arms or any(a not in ("eps", "v") for a in arms):
+        p.error(f"--arms {args.arms!r}: allowed are eps, v")
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     cache = prepare(root)
-    for arm in ("eps", "v"):
-        r = run_arm(arm, cache, args.steps, root)
+    for arm in arms:
+        r = run_arm(arm, cache, args.steps, root, args.eval_every)
         print(f"{arm}: {args.steps} steps in {r['seconds']:.0f} s; latents' RMS {r['x0_rms']:.2f}")
         print("    t   ε-MSE guess x_0 = 0   ε-MSE model   x̂_0 RMS error")
         for tv, trivial, mse, x0_err in r["rows"]:
