@@ -38,8 +38,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-logger = logging.getLogger(__name__)
-
 EXPORT = Path("runs/demo/export")
 
 
@@ -78,6 +76,11 @@ def object_energy(latents: Tensor, boxes: Sequence[tuple[int, int, int, int]]) -
     return Layout(energy=float(energy.mean()) / c, box_ratio=float(np.nanmean(ratios)))
 
 
+def object_boxes(prompts, factor: int, side: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The latent-cell box of each single-object prompt's object."""
+    return [latent_box(p.scene.objects[0].box, factor, side) for p in prompts]
+
+
 def single_object_prompts(n: int, size: int) -> list:
     """The first `n` single-object prompts of the eval set (`pixart.eval.prompts`) at a square `size`."""
     from pixart.eval.prompts import prompt_set
@@ -103,9 +106,7 @@ def scene_latents(vae, scenes) -> Tensor:
 def measure(pipe, prompts, *, steps: int | None = None, cfg: float | None = None, seed: int = 0) -> tuple:
     """(Layout of the samples, Layout of the scenes) for the given single-object prompts."""
     latents = pipe.generate([p.prompt for p in prompts], steps=steps, cfg=cfg, seed=seed, output="latent")
-    factor = pipe.vae.spatial_factor
-    side = tuple(latents.shape[2:])
-    boxes = [latent_box(p.scene.objects[0].box, factor, side) for p in prompts]
+    boxes = object_boxes(prompts, pipe.vae.spatial_factor, tuple(latents.shape[2:]))
     scenes = scene_latents(pipe.vae, [p.scene for p in prompts])
     return object_energy(latents.cpu(), boxes), object_energy(scenes, boxes)
 
@@ -177,8 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = [("noise", *measure(pipe, prompts, steps=args.steps, cfg=args.cfg, seed=args.seed))]
         else:
             scenes = scene_latents(pipe.vae, [q.scene for q in prompts])
-            factor, side = pipe.vae.spatial_factor, tuple(scenes.shape[2:])
-            boxes = [latent_box(q.scene.objects[0].box, factor, side) for q in prompts]
+            boxes = object_boxes(prompts, pipe.vae.spatial_factor, tuple(scenes.shape[2:]))
             steps, cfg = args.steps or 20, 4.5 if args.cfg is None else args.cfg
             rows = []
             for t in starts:
