@@ -72,3 +72,13 @@ def test_a_v_model_is_scored_by_the_epsilon_its_v_implies():
         eps = DIFFUSION.at("sqrt_one_minus_acp", t, xt) * xt
         assert abs(r["mse_model"] - (eps - noise).pow(2).mean().item()) < 1e-5
         assert abs(r["mse_model"] - noise.pow(2).mean().item()) > 0.1
+
+
+def test_the_background_reference_is_the_error_of_a_flat_latent():
+    """A latent that is one flat colour plus one bright patch: the flat guess misses exactly the patch."""
+    data = batch(2)
+    x0 = torch.zeros(2, 4, 4, 4) + torch.tensor([1.0, -2.0])[:, None, None, None]  # flat per sample
+    x0[:, :, 0, 0] += 4.0  # one pixel of 16 differs, so the median is the flat value
+    data["latent"] = x0
+    (row,) = noise_floor(Zero(), data, (500,))
+    assert abs(row["x0_rmse_background"] - (16.0 / 16) ** 0.5) < 1e-6  # (4² on 1 of 16 pixels) -> RMS 1

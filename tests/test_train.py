@@ -129,6 +129,27 @@ def test_min_snr_weighting_changes_the_objective_and_is_validated(cache, tmp_pat
         main(config(cache, tmp_path / "c", "snr_gamma=-1"))
 
 
+def test_logit_normal_timesteps_follow_their_density_and_keep_uniform_unchanged():
+    from pixart.data.sampler import sample_generator
+    from pixart.train.loop import STREAM_STEP, step_randomness
+
+    def draw(*extra):
+        cfg = load_train_config(None, ["data.cache=c", "batch_size=20000", *extra])
+        return step_randomness(cfg, 3, (1, 1, 1), 1000, 0.1)[1]
+
+    expected = torch.randint(0, 1000, (20000,), generator=sample_generator(0, 3, 0, STREAM_STEP))
+    assert torch.equal(draw(), expected), "the uniform draw must stay what resumed runs drew before"
+    shifted = draw("timestep_sampling=logit_normal", "timestep_logit_mean=1.0", "timestep_logit_std=0.5")
+    assert shifted.min() >= 0 and shifted.max() <= 999
+    for edge in (500, 700, 850):  # P(t < edge) = Φ((logit(edge / 1000) - 1) / 0.5), within sampling error
+        p = torch.special.ndtr((torch.tensor(edge / 1000).logit() - 1.0) / 0.5).item()
+        assert abs((shifted < edge).float().mean().item() - p) < 0.012
+    with pytest.raises(ValueError, match="timestep_sampling='cosine': allowed are uniform, logit_normal"):
+        load_train_config(None, ["data.cache=c", "timestep_sampling=cosine"])
+    with pytest.raises(ValueError, match="timestep_logit_std=0.0: must be > 0"):
+        load_train_config(None, ["data.cache=c", "timestep_logit_std=0"])
+
+
 def test_v_prediction_trains_on_v_and_later_stages_keep_it(cache, tmp_path):
     from pixart.checkpoint import load_transformer
 

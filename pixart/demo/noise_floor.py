@@ -27,12 +27,16 @@ TIMESTEPS = (100, 300, 500, 700, 800, 900, 950, 999)
 
 @torch.no_grad()
 def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS, prediction: str = "epsilon") -> list[dict]:
-    """One row per t: {"t", "mse_trivial", "mse_model", "x0_rmse_model", "x0_rms"} on the batch's latents.
+    """One row per t: {"t", "mse_trivial", "mse_model", "x0_rmse_model", "x0_rms", "x0_rmse_background"} on the
+    batch's latents. `x0_rmse_background` is the error of an x̂_0 that is each latent's own flat background (its
+    per-channel median): a model whose x̂_0 error is not below it draws nothing of the objects at that t.
 
     `prediction` is what the model outputs ("epsilon" or "v", its `cfg.prediction`); a v is read as the ε it implies.
     """
     diffusion = GaussianDiffusion.linear(1000)
     x0, caption, mask = batch["latent"], batch["caption"], batch["caption_mask"]  # (B, C, h, w), (B, L, D), (B, L)
+    background = x0.flatten(2).median(dim=-1).values[..., None, None]  # (B, C, 1, 1)
+    background_rmse = (x0 - background).pow(2).mean().sqrt().item()
     rows = []
     for tv in timesteps:
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(tv)))
@@ -50,6 +54,7 @@ def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS, predic
                 "mse_model": mse_model,
                 "x0_rmse_model": (mse_model * (1 - keep) / keep).sqrt().item(),  # x̂_0 error from the ε error
                 "x0_rms": x0.pow(2).mean().sqrt().item(),
+                "x0_rmse_background": background_rmse,
             }
         )
     return rows
@@ -71,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         parser.exit(2, f"python -m pixart.demo.noise_floor: error: {e}\n")
     rows = noise_floor(model, batch, prediction=model.cfg.prediction)
-    logger.info("%s: %d samples, x_0 RMS %.2f", args.weights, len(batch["latent"]), rows[0]["x0_rms"])
+    first = rows[0]
+    logger.info(
+        "%s: %d samples, x_0 RMS %.2f, x̂_0 RMS error of the flat background alone %.2f",
+        args.weights, len(batch["latent"]), first["x0_rms"], first["x0_rmse_background"],
+    )  # fmt: skip
     logger.info("    t   ε-MSE trivial   ε-MSE model   x̂_0 RMS error of the model")
     for r in rows:
         flag = "  <- worse than guessing x_0 = 0" if r["mse_model"] > r["mse_trivial"] else ""

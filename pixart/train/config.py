@@ -88,6 +88,11 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     snr_gamma: float = 0.0  # > 0: min-SNR-γ weighting of the MSE (e.g. 5); 0 = unweighted, as the reference
+    # How training timesteps are drawn: "uniform" over [0, T) as the reference, or "logit_normal", SD3's density
+    # t = T·sigmoid(z), z ~ N(timestep_logit_mean, timestep_logit_std): a mean > 0 spends more steps at high noise.
+    timestep_sampling: str = "uniform"
+    timestep_logit_mean: float = 0.0
+    timestep_logit_std: float = 1.0
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -112,6 +117,11 @@ class TrainConfig:
         )
         need(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: must be in [0, 1)")
         need(self.snr_gamma >= 0, f"snr_gamma={self.snr_gamma}: must be >= 0 (0 = off)")
+        need(
+            self.timestep_sampling in ("uniform", "logit_normal"),
+            f"timestep_sampling={self.timestep_sampling!r}: allowed are uniform, logit_normal",
+        )
+        need(self.timestep_logit_std > 0, f"timestep_logit_std={self.timestep_logit_std}: must be > 0")
         need(self.checkpoint_every >= 1, f"checkpoint_every={self.checkpoint_every}: must be >= 1")
         need(self.data.num_workers >= 0, f"data.num_workers={self.data.num_workers}: must be >= 0 (0 = no workers)")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}: must be >= 1")

@@ -200,7 +200,15 @@ def model_inputs(batch: dict, encoders: Encoders | None, seed: int, epoch: int, 
 def step_randomness(cfg: TrainConfig, step: int, latent_shape: tuple, num_timesteps: int, dropout: float):
     """Noise, timesteps and caption-dropout flags of one optimizer step, drawn for the whole global batch."""
     gen = sample_generator(cfg.seed, step, 0, STREAM_STEP)
-    t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=gen)
+    if cfg.timestep_sampling == "logit_normal":  # SD3's density (diffusers' helper), mapped onto the T steps
+        from diffusers.training_utils import compute_density_for_timestep_sampling
+
+        u = compute_density_for_timestep_sampling(
+            "logit_normal", cfg.batch_size, cfg.timestep_logit_mean, cfg.timestep_logit_std, generator=gen
+        )  # (B,) in (0, 1)
+        t = (u * num_timesteps).long().clamp(max=num_timesteps - 1)
+    else:
+        t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=gen)
     drop = torch.rand(cfg.batch_size, generator=gen) < dropout
     noise = torch.randn((cfg.batch_size, *latent_shape), generator=gen)
     return noise, t, drop
