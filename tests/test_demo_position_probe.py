@@ -36,6 +36,18 @@ def test_mirrored_moves_the_object_to_the_opposite_cell_and_skips_the_centre():
         assert short_caption(twin) == short_caption(scene).replace(a.position, b.position, 1)
 
 
+def test_with_object_swaps_only_the_emoji():
+    from pixart.demo.position_probe import with_object
+
+    scene = single_object_prompts(1, 128)[0].scene
+    sun = with_object(scene, "sun")
+    (a,), (b,) = scene.objects, sun.objects
+    assert b.name == "sun" and (b.x, b.y, b.size, b.position) == (a.x, a.y, a.size, a.position)
+    assert sun.background == scene.background
+    with pytest.raises(ValueError, match="unknown emoji 'unicorn horn'"):
+        with_object(scene, "unicorn horn")
+
+
 def test_contrast_splits_the_energy_by_the_boxes():
     diff = torch.zeros(1, 4, 8, 8)
     diff[0, :, 0:2, 0:2] = 1.0  # energy 4 per cell in A's box
@@ -87,7 +99,9 @@ def test_cli_prints_one_row_per_model_and_t(capsys):
     assert len(rows) == 2 and all(math.isfinite(float(r.split("|")[4])) for r in rows)
 
 
-def test_cli_rejects_bad_timesteps():
-    with pytest.raises(SystemExit) as exit_info:
-        main(["model", "--t", "1000"])
-    assert exit_info.value.code == 2
+def test_cli_rejects_bad_timesteps_and_unknown_objects(capsys):
+    for bad in (["--t", "1000"], ["--object", "unicorn horn"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["model", *bad])
+        assert exit_info.value.code == 2
+    assert "'unicorn horn': not an emoji of the vocabulary" in capsys.readouterr().err

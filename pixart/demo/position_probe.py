@@ -16,6 +16,7 @@ background noised to t, the same noise for both), and takes the difference D of 
 
     python -m pixart.demo.position_probe runs/demo/dit-base/final.safetensors --size 128
     python -m pixart.demo.position_probe A.safetensors B.safetensors --size 128 --t 999,900,800
+    python -m pixart.demo.position_probe MODEL --size 128 --object sun    # every scene's emoji replaced by a sun
 
 Model files without their own text encoder and VAE take them from `--text-encoder` / `--vae` (default: the demo
 build's `runs/demo/export`). One markdown row per model and t.
@@ -88,12 +89,29 @@ def clean_estimates(pipe, captions: list[str], xt: Tensor, t: int) -> Tensor:
     return (xt - diffusion.at("sqrt_one_minus_acp", steps, xt) * eps) / keep
 
 
-def probe(pipe, prompts, times: Sequence[int], *, seed: int = 0) -> list[dict]:
-    """One row per t: {"t", "ratio", "ratio_scenes", "moved"} (see the module docstring) over the prompts."""
+def with_object(scene, name: str):
+    """The single-object scene with its emoji replaced by the vocabulary's `name` (same place, size, background)."""
+    from pixart.data.emoji_vocab import BY_NAME
+
+    if name not in BY_NAME:
+        examples = ", ".join(list(BY_NAME)[:6])
+        raise ValueError(f"unknown emoji {name!r}; allowed are the vocabulary's {len(BY_NAME)} names, e.g. {examples}")
+    entry = BY_NAME[name]
+    (obj,) = scene.objects
+    swapped = dataclasses.replace(obj, name=entry.name, hexcode=entry.hexcode, category=entry.category)
+    return dataclasses.replace(scene, objects=(swapped,))
+
+
+def probe(pipe, prompts, times: Sequence[int], *, seed: int = 0, object_name: str | None = None) -> list[dict]:
+    """One row per t: {"t", "ratio", "ratio_scenes", "moved"} (see the module docstring) over the prompts.
+
+    object_name: draw this emoji in every scene instead of the prompt's own (a model trained on one emoji).
+    """
     from pixart.data.emoji import short_caption
     from pixart.diffusion.losses import GaussianDiffusion
 
-    pairs = [(p.scene, m) for p in prompts if (m := mirrored(p.scene)) is not None]
+    originals = [p.scene if object_name is None else with_object(p.scene, object_name) for p in prompts]
+    pairs = [(s, m) for s in originals if (m := mirrored(s)) is not None]
     if not pairs:
         raise ValueError("no prompt has an object outside the centre cell")
     scenes = [s for pair in pairs for s in pair]  # A0, B0, A1, B1, ...
@@ -134,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=48, help="single-object prompts drawn (default %(default)s)")
     p.add_argument("--t", default="999,900,800", help="timesteps, comma-separated (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--object", help="draw this emoji in every scene instead of the prompt's own (e.g. sun)")
     p.add_argument("--text-encoder", default=str(EXPORT), help="for weight files without one")
     p.add_argument("--vae", default=str(EXPORT / "vae"), help="for weight files without one")
     args = p.parse_args(argv)
@@ -143,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         times = parse_times(args.t)
     except ValueError as e:
         p.error(str(e).replace("--from-t", "--t"))
+    if args.object is not None:
+        from pixart.data.emoji_vocab import BY_NAME
+
+        if args.object not in BY_NAME:
+            p.error(f"--object {args.object!r}: not an emoji of the vocabulary (e.g. {', '.join(list(BY_NAME)[:6])})")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     print("| model | size | t | inside / outside, model | inside / outside, scenes | moved energy |")
     print("|---|---|---:|---:|---:|---:|")
@@ -153,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             p.exit(2, f"python -m pixart.demo.position_probe: error: {e}\n")
         size = args.size or pipe.native_size
-        for row in probe(pipe, single_object_prompts(args.n, size), times, seed=args.seed):
+        prompts = single_object_prompts(args.n, size)
+        for row in probe(pipe, prompts, times, seed=args.seed, object_name=args.object):
             print(f"| {model} | {size} | {row['t']} | {row['ratio']:.2f} | {row['ratio_scenes']:.2f} "
                   f"| {row['moved']:.3f} |", flush=True)  # fmt: skip
     return 0
