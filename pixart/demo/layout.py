@@ -143,21 +143,33 @@ def parse_times(text: str) -> tuple[int, ...]:
     return values
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def add_model_arguments(p: argparse.ArgumentParser, prompts: int) -> None:
+    """The models to measure, their image size, how many single-object prompts (default `prompts`), the seed and
+    the text encoder / VAE of bare weight files (shared with `pixart.demo.position_probe`)."""
+    p.add_argument("models", nargs="+", help="model folders or weight files")
+    p.add_argument("--size", type=int, help="square image side (default: each model's native size)")
+    p.add_argument("-n", type=int, default=prompts, help="single-object prompts (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-encoder", default=str(EXPORT), help="for weight files without one")
+    p.add_argument("--vae", default=str(EXPORT / "vae"), help="for weight files without one")
+
+
+def load_pipeline(model: str, args: argparse.Namespace):
+    """A Text2Image for a model folder, or for a weight file with `--text-encoder` / `--vae`."""
     from pixart.pipeline import Text2Image
 
+    extra = {} if Path(model).is_dir() else {"text_encoder": args.text_encoder, "vae": args.vae}
+    return Text2Image.from_pretrained(model, **extra)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m pixart.demo.layout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("models", nargs="+", help="model folders or weight files")
-    p.add_argument("--size", type=int, help="square image side (default: each model's native size)")
-    p.add_argument("-n", type=int, default=24, help="single-object prompts (default %(default)s)")
+    add_model_arguments(p, prompts=24)
     p.add_argument("--steps", type=int, help="sampler steps (default: the sampler's)")
     p.add_argument("--cfg", type=float, help="guidance scale (default: the sampler's)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--from-t", help="start from the scenes noised to these t (comma-separated) instead of noise")
-    p.add_argument("--text-encoder", default=str(EXPORT), help="for weight files without one")
-    p.add_argument("--vae", default=str(EXPORT / "vae"), help="for weight files without one")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error(f"-n {args.n}: must be >= 1")
@@ -170,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "| box ratio, scenes |")  # fmt: skip
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for model in args.models:
-        extra = {} if Path(model).is_dir() else {"text_encoder": args.text_encoder, "vae": args.vae}
-        pipe = Text2Image.from_pretrained(model, **extra)
+        pipe = load_pipeline(model, args)
         size = args.size or pipe.native_size
         prompts = single_object_prompts(args.n, size)
         if starts is None:

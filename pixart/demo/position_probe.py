@@ -28,12 +28,18 @@ import argparse
 import dataclasses
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from pixart.demo.layout import EXPORT, latent_box, parse_times, scene_latents, single_object_prompts
+from pixart.demo.layout import (
+    add_model_arguments,
+    latent_box,
+    load_pipeline,
+    parse_times,
+    scene_latents,
+    single_object_prompts,
+)
 
 # The cell an object moves to: its mirror image through the image centre.
 MIRROR = {
@@ -140,21 +146,14 @@ def probe(pipe, prompts, times: Sequence[int], *, seed: int = 0, object_name: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pixart.pipeline import Text2Image
-
     p = argparse.ArgumentParser(
         prog="python -m pixart.demo.position_probe",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("models", nargs="+", help="model folders or weight files")
-    p.add_argument("--size", type=int, help="square image side (default: each model's native size)")
-    p.add_argument("-n", type=int, default=48, help="single-object prompts drawn (default %(default)s)")
+    add_model_arguments(p, prompts=48)
     p.add_argument("--t", default="999,900,800", help="timesteps, comma-separated (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--object", help="draw this emoji in every scene instead of the prompt's own (e.g. sun)")
-    p.add_argument("--text-encoder", default=str(EXPORT), help="for weight files without one")
-    p.add_argument("--vae", default=str(EXPORT / "vae"), help="for weight files without one")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error(f"-n {args.n}: must be >= 1")
@@ -171,9 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| model | size | t | inside / outside, model | inside / outside, scenes | moved energy |")
     print("|---|---|---:|---:|---:|---:|")
     for model in args.models:
-        extra = {} if Path(model).is_dir() else {"text_encoder": args.text_encoder, "vae": args.vae}
         try:
-            pipe = Text2Image.from_pretrained(model, **extra)
+            pipe = load_pipeline(model, args)
         except (OSError, ValueError) as e:
             p.exit(2, f"python -m pixart.demo.position_probe: error: {e}\n")
         size = args.size or pipe.native_size
