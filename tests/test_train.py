@@ -150,6 +150,30 @@ def test_logit_normal_timesteps_follow_their_density_and_keep_uniform_unchanged(
         load_train_config(None, ["data.cache=c", "timestep_logit_std=0"])
 
 
+def test_high_noise_fraction_redraws_that_share_of_timesteps_and_nothing_else():
+    from pixart.train.loop import step_randomness
+
+    def draw(*extra):
+        cfg = load_train_config(None, ["data.cache=c", "batch_size=20000", *extra])
+        return step_randomness(cfg, 3, (1, 1, 1), 1000, 0.1)
+
+    noise, t, drop = draw()
+    noise_h, t_h, drop_h = draw("timestep_high_fraction=0.4", "timestep_high_from=850")
+    assert torch.equal(noise, noise_h) and torch.equal(drop, drop_h), "only the timesteps may change"
+    changed = t_h != t
+    assert abs((t_h >= 850).float().mean().item() - (0.4 + 0.6 * 0.15)) < 0.012  # redrawn share + uniform's own
+    assert t_h[changed].min() >= 850 and t_h.max() <= 999
+    assert abs(changed.float().mean().item() - 0.4) < 0.012  # a redraw lands on the old t 1 time in 150 at most
+    top = t_h[changed].float()
+    assert abs(top.mean().item() - 924.5) < 2.0  # uniform over [850, 999]
+    everything = draw("timestep_high_fraction=1", "timestep_high_from=999")[1]
+    assert torch.equal(everything, torch.full_like(everything, 999))
+    with pytest.raises(ValueError, match=r"timestep_high_fraction=1.5: must be in \[0, 1\]"):
+        load_train_config(None, ["data.cache=c", "timestep_high_fraction=1.5"])
+    with pytest.raises(ValueError, match=r"timestep_high_from=1000: must be in \[0, 999\]"):
+        load_train_config(None, ["data.cache=c", "timestep_high_from=1000"])
+
+
 def test_v_prediction_trains_on_v_and_later_stages_keep_it(cache, tmp_path):
     from pixart.checkpoint import load_transformer
 

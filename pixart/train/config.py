@@ -93,6 +93,10 @@ class TrainConfig:
     timestep_sampling: str = "uniform"
     timestep_logit_mean: float = 0.0
     timestep_logit_std: float = 1.0
+    # Then this fraction of the batch (0 = none) has its t redrawn uniformly from [timestep_high_from, T): the
+    # steps where the noisy latent shows nothing and the layout must come from the caption alone.
+    timestep_high_fraction: float = 0.0
+    timestep_high_from: int = 900
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -122,6 +126,14 @@ class TrainConfig:
             f"timestep_sampling={self.timestep_sampling!r}: allowed are uniform, logit_normal",
         )
         need(self.timestep_logit_std > 0, f"timestep_logit_std={self.timestep_logit_std}: must be > 0")
+        need(
+            0.0 <= self.timestep_high_fraction <= 1.0,
+            f"timestep_high_fraction={self.timestep_high_fraction}: must be in [0, 1]",
+        )
+        need(
+            0 <= self.timestep_high_from <= 999,
+            f"timestep_high_from={self.timestep_high_from}: must be in [0, 999]",
+        )
         need(self.checkpoint_every >= 1, f"checkpoint_every={self.checkpoint_every}: must be >= 1")
         need(self.data.num_workers >= 0, f"data.num_workers={self.data.num_workers}: must be >= 0 (0 = no workers)")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}: must be >= 1")

@@ -209,6 +209,11 @@ def step_randomness(cfg: TrainConfig, step: int, latent_shape: tuple, num_timest
         t = (u * num_timesteps).long().clamp(max=num_timesteps - 1)
     else:
         t = torch.randint(0, num_timesteps, (cfg.batch_size,), generator=gen)
+    if cfg.timestep_high_fraction > 0:  # its own stream: noise and dropout stay those of the run without it
+        high_gen = sample_generator(cfg.seed, step, 1, STREAM_STEP)
+        high = torch.rand(cfg.batch_size, generator=high_gen) < cfg.timestep_high_fraction  # (B,)
+        low_end = min(cfg.timestep_high_from, num_timesteps - 1)
+        t = torch.where(high, torch.randint(low_end, num_timesteps, (cfg.batch_size,), generator=high_gen), t)
     drop = torch.rand(cfg.batch_size, generator=gen) < dropout
     noise = torch.randn((cfg.batch_size, *latent_shape), generator=gen)
     return noise, t, drop
