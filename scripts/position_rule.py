@@ -3,14 +3,16 @@
     python scripts/position_rule.py --tlo 900 --steps 1500              # every sample at t in [900, 1000)
     python scripts/position_rule.py --mix 0.5 --mix-from 900 --steps 1500   # half of them there, half uniform
     python scripts/position_rule.py --steps 1500                        # uniform t over [0, 1000): the recipe so far
+    python scripts/position_rule.py --tlo 900 --init CKPT/transformer.safetensors   # from a trained base instead
 
 The world is the simplest one with a layout rule: one emoji (the sun), one per scene, at 128², so only its grid
-cell (9), size word (3) and background colour vary. 3,000 scenes (seed 0, as `pixart.data.emoji` draws them with
-the vocabulary cut to the sun and `max_objects=1`) are encoded once with the demo VAE (posterior mean x
-scaling_factor) and T5 (short captions, "a large sun at the top left of a green background"), cached in
-ROOT/sun.pt; the first 256 are held out. The model is the demo base DiT (configs/demo/base.toml's architecture,
-v-prediction, learned variance, caption dropout 0.1), trained from random weights with AdamW 3e-4, 200 warm-up
-steps, gradient clip 1, batch 32, bf16 autocast: the base recipe except for where the timesteps fall.
+cell (9), size word (3) and background colour vary (`--world all`: any emoji of the vocabulary, still one per
+scene). 3,000 scenes (seed 0, as `pixart.data.emoji` draws them with the vocabulary cut down and
+`max_objects=1`) are encoded once with the demo VAE (posterior mean x scaling_factor) and T5 (short captions,
+"a large sun at the top left of a green background"), cached in ROOT/WORLD.pt; the first 256 are held out.
+The model is the demo base DiT (configs/demo/base.toml's architecture, v-prediction, learned variance, caption
+dropout 0.1), trained from random weights (or `--init` ones) with AdamW 3e-4, 200 warm-up steps, gradient clip 1,
+batch 32, bf16 autocast: the base recipe except for where the timesteps fall.
 
 At t = 999 the noisy latent holds almost nothing of the scene, so everything the model's clean estimate x̂_0 shows
 there comes from the caption. Every `--eval-every` steps, on the held-out scenes at t = 999 with one fixed noise:
@@ -38,8 +40,8 @@ HELD_OUT = 256
 CAPTION_TOKENS = 24  # the longest short caption of this world is 12 tokens
 
 
-def build_world(path: Path, n: int = 3000) -> dict:
-    """Render, encode and save the one-emoji world (about 2 minutes on 2 cores)."""
+def build_world(path: Path, n: int = 3000, world: str = "sun") -> dict:
+    """Render, encode and save a one-object world (about 2 minutes on 2 cores): the sun only, or every emoji."""
     import numpy as np
 
     import pixart.data.emoji as emoji
@@ -48,8 +50,8 @@ def build_world(path: Path, n: int = 3000) -> dict:
 
     export = REPO / "runs" / "demo" / "export"
     encoders = T5AndVAE(export, export / "vae", max_tokens=120)
-    only_sun = (BY_NAME["sun"],)
-    real_entries, emoji.entries_for = emoji.entries_for, lambda categories=None: only_sun
+    vocabulary = (BY_NAME["sun"],) if world == "sun" else emoji.entries_for(None)
+    real_entries, emoji.entries_for = emoji.entries_for, lambda categories=None: vocabulary
     try:
         latents, captions, cells = [], [], []
         for start in range(0, n, 50):
@@ -66,6 +68,8 @@ def build_world(path: Path, n: int = 3000) -> dict:
     features, masks = [], []
     for s in range(0, n, 200):
         f, m = encoders.encode_text(captions[s : s + 200])  # (b, 120, 256), (b, 120)
+        if int(m.sum(1).max()) > CAPTION_TOKENS:
+            raise ValueError(f"a caption is longer than {CAPTION_TOKENS} tokens")
         features.append(f[:, :CAPTION_TOKENS].half())
         masks.append(m[:, :CAPTION_TOKENS])
     world = {
@@ -82,13 +86,15 @@ def build_world(path: Path, n: int = 3000) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", type=Path, default=Path("/tmp/position-rule"), help="where sun.pt is cached")
+    p.add_argument("--root", type=Path, default=Path("/tmp/position-rule"), help="where WORLD.pt is cached")
+    p.add_argument("--world", choices=("sun", "all"), default="sun", help="the sun only, or every emoji (one each)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--tlo", type=int, default=0, help="draw t uniformly from [tlo, 1000)")
     p.add_argument("--mix", type=float, default=0.0, help="this share of each batch from [mix-from, 1000) instead")
     p.add_argument("--mix-from", type=int, default=900)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, help="start from these demo-base weights (a checkpoint's .safetensors)")
     return p
 
 
@@ -99,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
 
     a = build_parser().parse_args(argv)
     torch.manual_seed(a.seed)
-    path = a.root / "sun.pt"
-    world = torch.load(path) if path.is_file() else build_world(path)
+    path = a.root / f"{a.world}.pt"
+    world = torch.load(path) if path.is_file() else build_world(path, world=a.world)
     latent, caption, mask, cell = world["latent"].float(), world["caption"].float(), world["mask"], world["cell"]
     train, held = torch.arange(HELD_OUT, len(latent)), torch.arange(HELD_OUT)
     cfg = get_preset("PixArt-Sigma-XL-2-256x256").replace(  # configs/demo/base.toml's model
@@ -115,6 +121,12 @@ def main(argv: list[str] | None = None) -> None:
         class_dropout_prob=0.1,
     )
     model = PixArtSigma(cfg)
+    if a.init:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(a.init))
+        weights["y_embedder.y_embedding"] = weights["y_embedder.y_embedding"][:CAPTION_TOKENS]  # the null caption
+        model.load_state_dict(weights)
     diffusion = GaussianDiffusion.linear(1000)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
