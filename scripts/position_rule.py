@@ -6,11 +6,11 @@
     python scripts/position_rule.py --tlo 900 --init CKPT/transformer.safetensors   # from a trained base instead
 
 The world is the simplest one with a layout rule: one emoji (the sun), one per scene, at 128², so only its grid
-cell (9), size word (3) and background colour vary (`--world all`: any emoji of the vocabulary, still one per
-scene). 3,000 scenes (seed 0, as `pixart.data.emoji` draws them with the vocabulary cut down and
-`max_objects=1`) are encoded once with the demo VAE (posterior mean x scaling_factor) and T5 (short captions,
-"a large sun at the top left of a green background"), cached in ROOT/WORLD.pt; the first 256 are held out.
-The model is the demo base DiT (configs/demo/base.toml's architecture, v-prediction, learned variance, caption
+cell (9), size word (3) and background colour vary (`--world weather`: its 12 weather emoji, `--world all`: the
+whole vocabulary, still one per scene). 3,000 scenes (seed 0, as `pixart.data.emoji` draws them with the vocabulary
+cut down and `max_objects=1`) are encoded once with the demo VAE (posterior mean x scaling_factor) and T5 (short
+captions, "a large sun at the top left of a green background"), cached in ROOT/WORLD.pt; the first 256 are held
+out. The model is the demo base DiT (configs/demo/base.toml's architecture, v-prediction, learned variance, caption
 dropout 0.1), trained from random weights (or `--init` ones) with AdamW 3e-4, 200 warm-up steps, gradient clip 1,
 batch 32, bf16 autocast: the base recipe except for where the timesteps fall.
 
@@ -41,7 +41,7 @@ CAPTION_TOKENS = 24  # the longest short caption of this world is 12 tokens
 
 
 def build_world(path: Path, n: int = 3000, world: str = "sun") -> dict:
-    """Render, encode and save a one-object world (about 2 minutes on 2 cores): the sun only, or every emoji."""
+    """Render, encode and save a one-object world (about 2 minutes on 2 cores): the sun, the weather emoji or all."""
     import numpy as np
 
     import pixart.data.emoji as emoji
@@ -50,7 +50,7 @@ def build_world(path: Path, n: int = 3000, world: str = "sun") -> dict:
 
     export = REPO / "runs" / "demo" / "export"
     encoders = T5AndVAE(export, export / "vae", max_tokens=120)
-    vocabulary = (BY_NAME["sun"],) if world == "sun" else emoji.entries_for(None)
+    vocabulary = (BY_NAME["sun"],) if world == "sun" else emoji.entries_for(None if world == "all" else [world])
     real_entries, emoji.entries_for = emoji.entries_for, lambda categories=None: vocabulary
     try:
         latents, captions, cells = [], [], []
@@ -87,7 +87,7 @@ def build_world(path: Path, n: int = 3000, world: str = "sun") -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("/tmp/position-rule"), help="where WORLD.pt is cached")
-    p.add_argument("--world", choices=("sun", "all"), default="sun", help="the sun only, or every emoji (one each)")
+    p.add_argument("--world", choices=("sun", "weather", "all"), default="sun", help="which emoji (one per scene)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--tlo", type=int, default=0, help="draw t uniformly from [tlo, 1000)")
     p.add_argument("--mix", type=float, default=0.0, help="this share of each batch from [mix-from, 1000) instead")
