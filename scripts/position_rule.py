@@ -4,6 +4,7 @@
     python scripts/position_rule.py --mix 0.5 --mix-from 900 --steps 1500   # half of them there, half uniform
     python scripts/position_rule.py --steps 1500                        # uniform t over [0, 1000): the recipe so far
     python scripts/position_rule.py --tlo 900 --init CKPT/transformer.safetensors   # from a trained base instead
+    python scripts/position_rule.py --world all --tlo 900 --steps 3000 --ema 0.995 --init ... --save OUT.safetensors
 
 The world is the simplest one with a layout rule: one emoji (the sun), one per scene, at 128², so only its grid
 cell (9), size word (3) and background colour vary (`--world weather`: its 12 weather emoji, `--world all`: the
@@ -11,8 +12,8 @@ whole vocabulary, still one per scene). 3,000 scenes (seed 0, as `pixart.data.em
 cut down and `max_objects=1`) are encoded once with the demo VAE (posterior mean x scaling_factor) and T5 (short
 captions, "a large sun at the top left of a green background"), cached in ROOT/WORLD.pt; the first 256 are held
 out. The model is the demo base DiT (configs/demo/base.toml's architecture, v-prediction, learned variance, caption
-dropout 0.1), trained from random weights (or `--init` ones) with AdamW 3e-4, 200 warm-up steps, gradient clip 1,
-batch 32, bf16 autocast: the base recipe except for where the timesteps fall.
+dropout 0.1), trained from random weights (or `--init` ones) with AdamW at `--lr` (3e-4), 200 warm-up steps,
+gradient clip 1, batch 32, bf16 autocast: the base recipe except for where the timesteps fall.
 
 At t = 999 the noisy latent holds almost nothing of the scene, so everything the model's clean estimate x̂_0 shows
 there comes from the caption. Every `--eval-every` steps, on the held-out scenes at t = 999 with one fixed noise:
@@ -20,12 +21,16 @@ there comes from the caption. Every `--eval-every` steps, on the held-out scenes
 - cell_acc: how often the 3x3 cell where x̂_0 departs most from its own background is the caption's cell
   (1/9 = chance; a model that has the rule places the sun's blob there).
 
+`--ema D` also evaluates an exponential moving average of the weights (decay D), whose estimate is steadier than the
+raw weights'; `--save` writes the final raw weights (with the caption length cut to 24 tokens) for a later `--init`.
+
 Not a test: it measures how many steps the rule takes and which timestep mix lets it be learnt (docs/demo-model.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -95,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, help="start from these demo-base weights (a checkpoint's .safetensors)")
+    p.add_argument("--save", type=Path, help="write the final (raw) weights here, .safetensors")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--ema", type=float, default=0.0, help="also evaluate an EMA of the weights with this decay")
     return p
 
 
@@ -128,13 +136,15 @@ def main(argv: list[str] | None = None) -> None:
         weights["y_embedder.y_embedding"] = weights["y_embedder.y_embedding"][:CAPTION_TOKENS]  # the null caption
         model.load_state_dict(weights)
     diffusion = GaussianDiffusion.linear(1000)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
+    ema = copy.deepcopy(model).requires_grad_(False) if a.ema else None
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
     size = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"{size:.2f}M parameters; {len(train)} train, {HELD_OUT} held out")
 
     @torch.no_grad()
-    def evaluate(t: int = 999) -> tuple[float, float, float]:
+    def evaluate(model: PixArtSigma, t: int = 999) -> tuple[float, float, float]:
+        was_training = model.training
         model.eval()
         x0 = latent[held]  # (n, 4, 16, 16)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(123))
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         departure = (x0_hat - x0_hat.flatten(2).median(2).values[..., None, None]).pow(2).sum(1)  # (n, 16, 16)
         per_cell = F.avg_pool2d(departure[:, None, :15, :15], 5)[:, 0].flatten(1)  # (n, 9): 5x5-latent cells
         accuracy = (per_cell.argmax(1) == cell[held]).float().mean().item()
-        model.train()
+        model.train(was_training)
         return rmse, flat, accuracy
 
     start, gen = time.time(), torch.Generator().manual_seed(a.seed)
@@ -185,13 +195,25 @@ def main(argv: list[str] | None = None) -> None:
         grad = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         warmup.step()
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    e.lerp_(p, 1 - a.ema)
         if step % a.eval_every == 0 or step == 1:
-            rmse, flat, accuracy = evaluate()
-            print(
+            rmse, flat, accuracy = evaluate(model)
+            line = (
                 f"step {step} mse {losses['mse'].mean().item():.4f} grad {grad.item():.2f} | t=999: x0_rmse "
-                f"{rmse:.3f} (flat {flat:.3f}) cell_acc {accuracy:.2f} | {time.time() - start:.0f}s",
-                flush=True,
+                f"{rmse:.3f} (flat {flat:.3f}) cell_acc {accuracy:.2f}"
             )
+            if ema is not None:
+                rmse, _, accuracy = evaluate(ema)
+                line += f" | ema x0_rmse {rmse:.3f} cell_acc {accuracy:.2f}"
+            print(f"{line} | {time.time() - start:.0f}s", flush=True)
+    if a.save:
+        from safetensors.torch import save_file
+
+        a.save.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(a.save))
 
 
 if __name__ == "__main__":

@@ -82,3 +82,27 @@ def test_the_background_reference_is_the_error_of_a_flat_latent():
     data["latent"] = x0
     (row,) = noise_floor(Zero(), data, (500,))
     assert abs(row["x0_rmse_background"] - (16.0 / 16) ** 0.5) < 1e-6  # (4² on 1 of 16 pixels) -> RMS 1
+
+
+class Shifted(torch.nn.Module):
+    """The ε whose x̂_0 is the true latent plus a per-channel offset: a wrong background, perfect detail."""
+
+    def __init__(self, x0: torch.Tensor, shift: torch.Tensor):
+        super().__init__()
+        self.x0, self.shift = x0, shift
+
+    def forward(self, xt, t, caption, mask):
+        keep = DIFFUSION.tables["sqrt_acp"][t].float().reshape(-1, 1, 1, 1) ** 2
+        eps = (xt - keep.sqrt() * (self.x0 + self.shift)) / (1 - keep).sqrt()
+        return torch.cat([eps, torch.zeros_like(xt)], dim=1)
+
+
+def test_the_x0_error_splits_into_a_wrong_background_and_the_detail():
+    data = batch(2)
+    shift = torch.tensor([0.5, -1.0, 0.0, 2.0])[None, :, None, None]  # (1, C, 1, 1)
+    (row,) = noise_floor(Shifted(data["latent"], shift), data, (700,))
+    assert abs(row["x0_rmse_model_background"] - shift.pow(2).mean().sqrt().item()) < 1e-3
+    assert row["x0_rmse_model_detail"] < 1e-3
+    assert abs(row["x0_rmse_model"] - row["x0_rmse_model_background"]) < 1e-2  # all of the error is the background
+    (zero,) = noise_floor(Zero(), data, (700,), prediction="v")  # x̂_0 = sqrt(ᾱ) x_t: noise, no background
+    assert zero["x0_rmse_model_detail"] > row["x0_rmse_model_detail"] + 0.1

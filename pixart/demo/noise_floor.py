@@ -27,9 +27,13 @@ TIMESTEPS = (100, 300, 500, 700, 800, 900, 950, 999)
 
 @torch.no_grad()
 def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS, prediction: str = "epsilon") -> list[dict]:
-    """One row per t: {"t", "mse_trivial", "mse_model", "x0_rmse_model", "x0_rms", "x0_rmse_background"} on the
-    batch's latents. `x0_rmse_background` is the error of an x̂_0 that is each latent's own flat background (its
-    per-channel median): a model whose x̂_0 error is not below it draws nothing of the objects at that t.
+    """One row per t: {"t", "mse_trivial", "mse_model", "x0_rmse_model", "x0_rms", "x0_rmse_background",
+    "x0_rmse_model_background", "x0_rmse_model_detail"} on the batch's latents. `x0_rmse_background` is the error
+    of an x̂_0 that is each latent's own flat background (its per-channel median): a model whose x̂_0 error is not
+    below it draws nothing of the objects at that t. The model's x̂_0 error splits into the error of its flat
+    background (`x0_rmse_model_background`: its per-channel median against the latent's, RMS over samples and
+    channels) and of what is left (`x0_rmse_model_detail`: x̂_0 minus its median against the latent minus its own);
+    the latter is to be read against `x0_rmse_background`, the detail error of drawing none.
 
     `prediction` is what the model outputs ("epsilon" or "v", its `cfg.prediction`); a v is read as the ε it implies.
     """
@@ -47,6 +51,8 @@ def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS, predic
         out = model(xt, t, caption, mask)[:, : x0.shape[1]]  # (B, C, h, w): ε or v
         eps = diffusion.eps_from_output(out, xt, t, prediction)
         mse_model = ((eps - noise) ** 2).mean().item()
+        x0_hat = (xt - (1 - keep).sqrt() * eps) / keep.sqrt()  # (B, C, h, w)
+        background_hat = x0_hat.flatten(2).median(dim=-1).values[..., None, None]  # (B, C, 1, 1)
         rows.append(
             {
                 "t": int(tv),
@@ -55,6 +61,8 @@ def noise_floor(model: torch.nn.Module, batch: dict, timesteps=TIMESTEPS, predic
                 "x0_rmse_model": (mse_model * (1 - keep) / keep).sqrt().item(),  # x̂_0 error from the ε error
                 "x0_rms": x0.pow(2).mean().sqrt().item(),
                 "x0_rmse_background": background_rmse,
+                "x0_rmse_model_background": (background_hat - background).pow(2).mean().sqrt().item(),
+                "x0_rmse_model_detail": ((x0_hat - background_hat) - (x0 - background)).pow(2).mean().sqrt().item(),
             }
         )
     return rows
@@ -81,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         "%s: %d samples, x_0 RMS %.2f, x̂_0 RMS error of the flat background alone %.2f",
         args.weights, len(batch["latent"]), first["x0_rms"], first["x0_rmse_background"],
     )  # fmt: skip
-    logger.info("    t   ε-MSE trivial   ε-MSE model   x̂_0 RMS error of the model")
+    logger.info("    t   ε-MSE trivial   ε-MSE model   x̂_0 RMS error of the model: all / background / detail")
     for r in rows:
         flag = "  <- worse than guessing x_0 = 0" if r["mse_model"] > r["mse_trivial"] else ""
-        values = (r["t"], r["mse_trivial"], r["mse_model"], r["x0_rmse_model"], flag)
-        logger.info("%5d   %13.5f   %11.5f   %8.2f%s", *values)
+        values = (r["t"], r["mse_trivial"], r["mse_model"], r["x0_rmse_model"], r["x0_rmse_model_background"])
+        logger.info("%5d   %13.5f   %11.5f   %8.2f / %.2f / %.2f%s", *values, r["x0_rmse_model_detail"], flag)
     return 0
 
 
