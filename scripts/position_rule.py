@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("/tmp/position-rule"), help="where WORLD.pt is cached")
     p.add_argument("--world", choices=("sun", "weather", "all"), default="sun", help="which emoji (one per scene)")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1500, help="0: only evaluate the --init weights")
     p.add_argument("--tlo", type=int, default=0, help="draw t uniformly from [tlo, 1000)")
     p.add_argument("--mix", type=float, default=0.0, help="this share of each batch from [mix-from, 1000) instead")
     p.add_argument("--mix-from", type=int, default=900)
@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
         model.train(was_training)
         return rmse, flat, accuracy
 
+    if a.steps == 0:  # only evaluate the --init weights
+        rmse, flat, accuracy = evaluate(model)
+        print(f"{a.init}: t=999: x0_rmse {rmse:.3f} (flat {flat:.3f}) cell_acc {accuracy:.2f}", flush=True)
     start, gen = time.time(), torch.Generator().manual_seed(a.seed)
     for step in range(1, a.steps + 1):
         idx = train[torch.randint(len(train), (32,), generator=gen)]
