@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     from pixart.config import get_preset
     from pixart.diffusion.losses import GaussianDiffusion
     from pixart.model.transformer import PixArtSigma
+    from pixart.train.optim import ema_state_dict, init_ema, update_ema
 
     a = build_parser().parse_args(argv)
     torch.manual_seed(a.seed)
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         weights["y_embedder.y_embedding"] = weights["y_embedder.y_embedding"][:CAPTION_TOKENS]  # the null caption
         model.load_state_dict(weights)
     diffusion = GaussianDiffusion.linear(1000)
-    ema = copy.deepcopy(model).requires_grad_(False) if a.ema else None
+    ema = init_ema(model) if a.ema else None
+    ema_model = copy.deepcopy(model).requires_grad_(False) if a.ema else None  # what the EMA is evaluated in
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
     size = sum(p.numel() for p in model.parameters()) / 1e6
@@ -199,9 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         warmup.step()
         if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    e.lerp_(p, 1 - a.ema)
+            update_ema(ema, model, a.ema)
         if step % a.eval_every == 0 or step == 1:
             rmse, flat, accuracy = evaluate(model)
             line = (
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{rmse:.3f} (flat {flat:.3f}) cell_acc {accuracy:.2f}"
             )
             if ema is not None:
-                rmse, _, accuracy = evaluate(ema)
+                ema_model.load_state_dict(ema_state_dict(ema, model.state_dict()))
+                rmse, _, accuracy = evaluate(ema_model)
                 line += f" | ema x0_rmse {rmse:.3f} cell_acc {accuracy:.2f}"
             print(f"{line} | {time.time() - start:.0f}s", flush=True)
     if a.save:
