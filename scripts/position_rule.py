@@ -22,7 +22,8 @@ there comes from the caption. Every `--eval-every` steps, on the held-out scenes
   (1/9 = chance; a model that has the rule places the sun's blob there).
 
 `--ema D` also evaluates an exponential moving average of the weights (decay D), whose estimate is steadier than the
-raw weights'; `--save` writes the final raw weights (with the caption length cut to 24 tokens) for a later `--init`.
+raw weights'; `--save` writes the final raw weights for a later `--init`, or, with `--init`, in that file's format (a later
+`pixart train --set model.init_from=...`).
 
 Not a test: it measures how many steps the rule takes and which timestep mix lets it be learnt (docs/demo-model.md).
 """
@@ -214,10 +215,23 @@ def main(argv: list[str] | None = None) -> None:
                 line += f" | ema x0_rmse {rmse:.3f} cell_acc {accuracy:.2f}"
             print(f"{line} | {time.time() - start:.0f}s", flush=True)
     if a.save:
-        from safetensors.torch import save_file
+        save(model, a.save, a.init)
 
-        a.save.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(a.save))
+
+def save(model: torch.nn.Module, path: Path, init: Path | None) -> None:
+    """Write the raw weights; with `init`, in its format (config metadata, full-length null caption) so that
+    `pixart train --set model.init_from=PATH` can carry on from them in the full world."""
+    from pixart.checkpoint_io import read_safetensors, write_safetensors
+
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    metadata = None
+    if init:
+        original, metadata = read_safetensors(init)
+        null = original["y_embedder.y_embedding"].clone()  # (max_tokens, C): the rows past 24 were never used here
+        null[:CAPTION_TOKENS] = weights["y_embedder.y_embedding"]
+        weights["y_embedder.y_embedding"] = null
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(weights, path, metadata)
 
 
 if __name__ == "__main__":
