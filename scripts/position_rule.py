@@ -22,8 +22,8 @@ there comes from the caption. Every `--eval-every` steps, on the held-out scenes
   (1/9 = chance; a model that has the rule places the sun's blob there).
 
 `--ema D` also evaluates an exponential moving average of the weights (decay D), whose estimate is steadier than the
-raw weights'; `--save` writes the final raw weights for a later `--init`, or, with `--init`, in that file's format (a later
-`pixart train --set model.init_from=...`).
+raw weights'; `--save` writes the final raw weights for a later `--init`, or, with `--init`, in that file's format
+(for a later `pixart train --set model.init_from=...`).
 
 Not a test: it measures how many steps the rule takes and which timestep mix lets it be learnt (docs/demo-model.md).
 """

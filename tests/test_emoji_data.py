@@ -204,6 +204,7 @@ def test_export_writes_parses_back_and_resumes(tmp_path):
         (lambda d: export_dataset(d, 2, colors=["teal"]), "teal"),
         (lambda d: export_dataset(d, 2, categories=["robots"]), "robots"),
         (lambda d: export_dataset(d, 2, seed=-1), "-1"),
+        (lambda d: export_dataset(d, 2, max_objects=4), "4"),
         (lambda d: sample_scene(0, 256, 256, colors=["red", "mauve"]), "mauve"),
         (lambda d: emoji.parse_sizes("256by256"), "256by256"),
     ],
@@ -213,6 +214,20 @@ def test_bad_arguments_raise_value_error(tmp_path, call, needle):
         call(tmp_path / "out")
     assert needle in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_export_with_one_object_a_scene(tmp_path):
+    out = tmp_path / "single"
+    export_dataset(out, 12, seed=5, sizes=[(96, 96)], max_objects=1)
+    scenes = [Scene.from_dict(json.loads(line)["scene"]) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert all(len(s.objects) == 1 for s in scenes)
+    assert json.loads((out / "dataset.json").read_text())["max_objects"] == 1
+    three = tmp_path / "three"  # the default leaves the settings as they were before the option existed
+    export_dataset(three, 12, seed=5, sizes=[(96, 96)])
+    assert "max_objects" not in json.loads((three / "dataset.json").read_text())
+    assert max(len(json.loads(line)["scene"]["objects"]) for line in (three / "metadata.jsonl").open()) > 1
+    with pytest.raises(ValueError, match="other settings"):
+        export_dataset(out, 12, seed=5, sizes=[(96, 96)])
 
 
 def test_colour_and_category_filters():
@@ -227,3 +242,5 @@ def test_main_cli(tmp_path, capsys):
     assert "2 images" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png"]
     assert emoji.main(["--out", str(tmp_path / "bad"), "--n", "2", "--colors", "teal"]) == 2
+    assert emoji.main(["--out", str(tmp_path / "one"), "--n", "2", "--sizes", "64x64", "--max-objects", "1"]) == 0
+    assert json.loads((tmp_path / "one" / "dataset.json").read_text())["max_objects"] == 1

@@ -392,12 +392,14 @@ def export_dataset(
     *,
     colors: Sequence[str] | None = None,
     categories: Sequence[str] | None = None,
+    max_objects: int = 3,
 ) -> ExportSummary:
     """Write scenes 0..n-1 as `NNNNNN.png` + `NNNNNN.txt` (short caption) and `metadata.jsonl`.
 
     Each metadata line is {"path", "caption", "long_caption", "width", "height", "scene"}. Resumable: every file is
     written to a temp name and moved into place with os.replace, so a file that exists is complete; images already
     present with the right size are not re-rendered, and `metadata.jsonl` is rewritten whole (atomically) at the end.
+    `max_objects` < 3 draws fewer emoji per scene (1: every scene holds one; a simpler world to learn layout on).
     The settings are kept in `dataset.json`; re-running a folder with different settings raises ValueError. A second
     run with the same settings touches no file; a larger `n` extends the dataset.
     """
@@ -406,6 +408,8 @@ def export_dataset(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     sizes, names = check_sizes(sizes), palette_for(colors)
     entries_for(categories)
+    if max_objects not in (1, 2, 3):
+        raise ValueError(f"max_objects must be 1, 2 or 3, got {max_objects!r}")
     openmoji = validate_assets()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -418,6 +422,8 @@ def export_dataset(
         "categories": list(categories) if categories is not None else list(CATEGORIES),
         "openmoji_version": openmoji,
     }
+    if max_objects != 3:  # only when set, so folders exported before the option still match their settings
+        settings["max_objects"] = int(max_objects)
     manifest = out / "dataset.json"
     if manifest.is_file() and json.loads(manifest.read_text()) != settings:
         raise ValueError(f"{out} holds a dataset made with other settings ({manifest}); use a new folder")
@@ -428,7 +434,9 @@ def export_dataset(
     digits, written, lines = max(6, len(str(n - 1))), 0, []
     for i in range(n):
         width, height = sizes[i % len(sizes)]
-        scene = sample_scene(scene_seed(seed, i), width, height, colors=colors, categories=categories)
+        scene = sample_scene(
+            scene_seed(seed, i), width, height, colors=colors, categories=categories, max_objects=max_objects
+        )
         stem, caption = f"{i:0{digits}d}", short_caption(scene)
         png = out / f"{stem}.png"
         if not _image_complete(png, (width, height)):
@@ -474,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help=f"comma-separated emoji categories (default: all of {', '.join(CATEGORIES)})",
     )
+    add("--max-objects", type=int, default=3, choices=(1, 2, 3), help="at most this many emoji a scene (default: 3)")
     levels = ("DEBUG", "INFO", "WARNING", "ERROR")
     add("--log-level", default="INFO", type=str.upper, choices=levels, help="logging level (default: INFO)")
     return p
@@ -495,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_sizes(args.sizes),
             colors=_split(args.colors),
             categories=_split(args.categories),
+            max_objects=args.max_objects,
         )
     except (ValueError, LookupError, ImportError) as e:
         logger.error("%s", e)
