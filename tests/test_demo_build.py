@@ -15,7 +15,7 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     from PIL import Image
 
     from pixart.cli import main as cli
-    from pixart.demo.build import STAGES, main
+    from pixart.demo.build import DIT_STAGES, STAGES, main
 
     package = tmp_path / "package"
     assert main(["--smoke", "--root", str(tmp_path / "root"), "--package-dir", str(package)]) == 0
@@ -23,7 +23,12 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
         assert (package / part).exists(), part
     times = [json.loads(line)["stage"] for line in (tmp_path / "root" / "build-times.jsonl").read_text().splitlines()]
     assert times == list(STAGES)
-    assert all((tmp_path / "root" / f"dit-{s}" / "loss.png").is_file() for s in ("base", "hires", "kv"))
+    assert all((tmp_path / "root" / f"dit-{s}" / "loss.png").is_file() for s in DIT_STAGES)
+    lesson = [json.loads(line)["scene"] for line in (tmp_path / "root" / "data-lesson" / "metadata.jsonl").open()]
+    assert lesson and all(len(scene["objects"]) == 1 for scene in lesson)
+    trained = json.loads((tmp_path / "root" / "dit-lesson" / "config.json").read_text())
+    assert trained["timestep_high_fraction"] == 1.0 and trained["data"]["long_caption_ratio"] == 0.0
+    assert trained["model"]["init_from"].endswith("dit-base/final-raw.safetensors")
     config = json.loads((package / "transformer" / "config.json").read_text())
     assert config["kv_compress_layers"] == [4, 5, 6, 7] and config["sample_size"] == 32
     # The recipe trains v-prediction (configs/demo/base.toml); transformer and scheduler both say so.
@@ -61,14 +66,14 @@ def test_a_finished_stage_trains_on_when_its_max_steps_is_raised(tmp_path, monke
 
     calls = []
     monkeypatch.setattr(loop, "main", lambda cfg: calls.append(cfg.max_steps))
-    monkeypatch.setattr(build, "export_latest", lambda run_dir, dst: calls.append("export"))
+    monkeypatch.setattr(build, "export_latest", lambda run_dir, dst, ema=True: calls.append(("export", ema)))
     checkpoints = tmp_path / "dit-base" / "checkpoints"
     (checkpoints / "step-00000001").mkdir(parents=True)
     (checkpoints / "step-00000001" / "trainer.json").write_text(json.dumps({"step": 1}))
     (tmp_path / "dit-base" / "final.safetensors").write_bytes(b"")
 
     build.stage_train(tmp_path, "base", smoke=True)  # final is from step 1, the smoke config asks for 2
-    assert calls == [2, "export"]
+    assert calls == [2, ("export", True), ("export", False)]
 
     (checkpoints / "step-00000002").mkdir()
     (checkpoints / "step-00000002" / "trainer.json").write_text(json.dumps({"step": 2}))
@@ -83,7 +88,7 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
 
     seen = []
     monkeypatch.setattr(loop, "main", lambda cfg: seen.append((cfg.batch_size, cfg.max_steps)))
-    monkeypatch.setattr(build, "export_latest", lambda run_dir, dst: None)
+    monkeypatch.setattr(build, "export_latest", lambda run_dir, dst, ema=True: None)
     argv = ["--root", str(tmp_path), "--smoke", "--stages", "base", "--set", "base.batch_size=8", "--set", "kv.lr=1"]
     assert build.main(argv) == 0
     assert seen == [(8, 2)]  # the smoke config's max_steps, the override's batch size
@@ -93,4 +98,52 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
             build.main(["--root", str(tmp_path), "--stages", "base", "--set", bad])
         assert exit_info.value.code == 2
         assert f"--set {bad!r}" in capsys.readouterr().err
-    assert build.split_overrides(["hires.batch_size=4"]) == {"base": [], "hires": ["batch_size=4"], "kv": []}
+    assert build.split_overrides(["hires.batch_size=4"]) == {
+        "base": [],
+        "lesson": [],
+        "full": [],
+        "hires": ["batch_size=4"],
+        "kv": [],
+    }
+
+
+def test_the_base_stage_resumes_in_segments_with_their_settings(tmp_path, monkeypatch):
+    import pixart.demo.build as build
+    import pixart.train.loop as loop
+
+    runs = []
+    monkeypatch.setattr(
+        loop, "main", lambda cfg: runs.append((cfg.max_steps, cfg.timestep_high_fraction, cfg.mixed_precision))
+    )
+    monkeypatch.setattr(build, "export_latest", lambda run_dir, dst, ema=True: None)
+    monkeypatch.setattr(build, "plot_losses", lambda run_dir, stage: None)
+    build.stage_train(tmp_path, "base", smoke=False)
+    assert [r[0] for r in runs] == [until for until, _ in build.BASE_SEGMENTS]
+    assert runs[0] == (5000, 0.0, "no") and runs[1] == (12800, 0.0, "bf16")
+    assert runs[-1] == (23000, 0.75, "bf16")
+
+    checkpoints = tmp_path / "dit-base" / "checkpoints" / "step-00016000"  # resumed after the third segment
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "trainer.json").write_text(json.dumps({"step": 16000}))
+    runs.clear()
+    build.stage_train(tmp_path, "base", smoke=False, extra=["max_steps=20000", "mixed_precision=no"])
+    assert runs == [(20000, 0.5, "no")]  # only what is left, up to the new end; the user's --set wins
+    runs.clear()
+    build.stage_train(tmp_path, "lesson", smoke=False)
+    assert runs == [(1500, 1.0, "no")]
+
+
+def test_a_done_stage_whose_outputs_are_missing_runs_again(tmp_path):
+    import pixart.demo.build as build
+
+    ran = []
+    (tmp_path / "cache-128.done").write_text("{}")  # committed with the logs; the cache itself is not
+    build._timed(tmp_path, "cache-128", lambda: ran.append(1))
+    assert ran == [1] and json.loads((tmp_path / "cache-128.done").read_text())["stage"] == "cache-128"
+    (tmp_path / "cache-128").mkdir()
+    (tmp_path / "cache-128" / "index.json").write_text("{}")
+    build._timed(tmp_path, "cache-128", lambda: ran.append(2))  # done and there: skipped
+    assert ran == [1]
+    (tmp_path / "lesson.done").write_text("{}")
+    build._timed(tmp_path, "lesson", lambda: ran.append(3))  # no dit-lesson/final.safetensors
+    assert ran == [1, 3]

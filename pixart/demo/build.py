@@ -7,12 +7,15 @@
 Every stage is the project's own user-facing path: the emoji world is exported as an ordinary image folder
 with captions, `pixart prepare`'s cache code encodes it, `pixart train` configs (configs/demo/*.toml) train
 the transformer weak to strong (128 px -> 256 px with PE interpolation -> KV compression on the deeper half),
-and the result is packaged as a diffusers-layout folder. Each stage skips work already done (the trainers
-resume from their checkpoints), so the command can be killed and re-run at any time; a finished stage leaves
-ROOT/<stage>.done and is skipped afterwards (except packaging, which is cheap and always redone). To lengthen a
-finished DiT stage, raise `max_steps` in its config and delete its .done file: it trains on from its last
-checkpoint. `--set STAGE.KEY=VALUE` overrides a DiT stage's config for this run (e.g. a bigger batch on a GPU).
-Wall times are appended to ROOT/build-times.jsonl.
+and the result is packaged as a diffusers-layout folder. At 128 px the base stage is followed by a layout lesson
+(one emoji a scene, every step at high noise: `configs/demo/lesson.toml`) and a return to the full world
+(`configs/demo/full.toml`), which is how the model learns to put each object where its caption says.
+
+Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
+re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
+cheap and always redone). To lengthen a finished DiT stage, raise `max_steps` in its config and delete its .done
+file: it trains on from its last checkpoint. `--set STAGE.KEY=VALUE` overrides a DiT stage's config for this run
+(e.g. a bigger batch on a GPU). Wall times are appended to ROOT/build-times.jsonl.
 """
 
 from __future__ import annotations
@@ -29,22 +32,68 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
-STAGES = ("data", "text_encoder", "vae", "cache-128", "base", "cache-256", "hires", "kv", "package")
+STAGES = (
+    "data",
+    "text_encoder",
+    "vae",
+    "cache-128",
+    "base",
+    "data-lesson",
+    "cache-lesson",
+    "lesson",
+    "full",
+    "cache-256",
+    "hires",
+    "kv",
+    "package",
+)
+DIT_STAGES = ("base", "lesson", "full", "hires", "kv")
+# Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
+# which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
+PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires": ("full", "final"),
+            "kv": ("hires", "final")}  # fmt: skip
+CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256"}
+# The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
+# with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
+# run, at 12,800 steps, still drew the flat background at high noise (docs/demo-model.md); bf16 autocast from 5,000
+# (the host had AVX-512 BF16; `--set base.mixed_precision=no` elsewhere). A `--set base.max_steps=N` stops it at N.
+BASE_SEGMENTS = (
+    (5000, ()),
+    (12800, ("mixed_precision=bf16",)),
+    (16000, ("mixed_precision=bf16", "timestep_high_fraction=0.5", "timestep_high_from=800")),
+    (22000, ("mixed_precision=bf16", "timestep_high_fraction=0.5", "timestep_high_from=900")),
+    (23000, ("mixed_precision=bf16", "timestep_high_fraction=0.75", "timestep_high_from=900")),
+)
 
 # (width, height) of the exported scenes: the exact bucket sizes of each stage's table, so no crop cuts an emoji.
 SIZES_128 = ((128, 128), (160, 96), (96, 160), (144, 112), (112, 144))
 SIZES_256 = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
-SCENES = {"data-128": 12000, "data-256": 4000}
-SMOKE_SCENES = {"data-128": 24, "data-256": 12}
+SCENES = {"data-128": 12000, "data-256": 4000, "data-lesson": 3000}
+SMOKE_SCENES = {"data-128": 24, "data-256": 12, "data-lesson": 12}
+
+
+def _outputs(stage: str) -> list[str]:
+    """What a finished stage leaves under ROOT. The .done files are committed with the logs but the datasets,
+    caches and DiT weights are not, so on a fresh clone a stage whose outputs are missing runs again."""
+    if stage == "data":
+        return ["data-128/metadata.jsonl", "data-256/metadata.jsonl"]
+    if stage in ("text_encoder", "vae"):
+        return [f"export/{stage}/config.json"]
+    if stage.startswith(("data-", "cache-")):
+        return [f"{stage}/{'metadata.jsonl' if stage.startswith('data-') else 'index.json'}"]
+    return [f"dit-{stage}/final.safetensors"] if stage in DIT_STAGES else []
 
 
 def _timed(root: Path, stage: str, fn, *args) -> None:
-    """Run a stage unless ROOT/STAGE.done says it finished; record its wall time. Packaging (seconds) always
-    runs, so `--package-from` can replace an interim package."""
+    """Run a stage unless ROOT/STAGE.done says it finished and its outputs are there; record its wall time.
+    Packaging (seconds) always runs, so `--package-from` can replace an interim package."""
     done = root / f"{stage}.done"
-    if done.exists() and stage != "package":
+    missing = [name for name in _outputs(stage) if not (root / name).exists()]
+    if done.exists() and stage != "package" and not missing:
         logger.info("stage %s: done earlier (%s), skipping; delete that file to redo it", stage, done)
         return
+    if done.exists() and missing:
+        logger.info("stage %s: %s says done but %s is missing (a fresh clone?): running it", stage, done, missing[0])
     start = time.time()
     fn(*args)
     entry = {"stage": stage, "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M")}
@@ -63,6 +112,14 @@ def stage_data(root: Path, smoke: bool) -> None:
     counts = SMOKE_SCENES if smoke else SCENES
     export_dataset(root / "data-128", counts["data-128"], seed=0, sizes=SIZES_128)
     export_dataset(root / "data-256", counts["data-256"], seed=1, sizes=SIZES_256)
+
+
+def stage_data_lesson(root: Path, smoke: bool) -> None:
+    """The lesson's world: one emoji a scene, square 128 px (seed 2, apart from the other datasets' scenes)."""
+    from pixart.data.emoji import export_dataset
+
+    counts = SMOKE_SCENES if smoke else SCENES
+    export_dataset(root / "data-lesson", counts["data-lesson"], seed=2, sizes=((128, 128),), max_objects=1)
 
 
 def stage_text_encoder(root: Path, smoke: bool) -> None:
@@ -86,20 +143,29 @@ def stage_vae(root: Path, smoke: bool) -> None:
 
 
 def stage_cache(
-    root: Path, smoke: bool, res: int, *, device: str = "cpu", batch_size: int = 16, workers: int = 2
+    root: Path,
+    smoke: bool,
+    res: int,
+    *,
+    device: str = "cpu",
+    batch_size: int = 16,
+    workers: int = 2,
+    name: str | None = None,
 ) -> None:
     """`pixart prepare`'s cache of data-RES (T5 features, VAE latent mean/std); each DiT stage needs only its own.
 
     device / batch_size / workers: where the encoders run, images per encoder call, image-decoding threads.
+    name: data-NAME -> cache-NAME instead of data-RES -> cache-RES (the lesson's world, at 128 px).
     """
     from pixart.data.buckets import bins_for
     from pixart.data.cache import T5AndVAE, prepare_cache
 
     export = root / "export"
     encoders = T5AndVAE(export, export / "vae", max_tokens=120, device=device)  # export/: text_encoder/ + tokenizer/
+    name = name or str(res)
     summary = prepare_cache(
-        root / f"data-{res}",
-        root / f"cache-{res}",
+        root / f"data-{name}",
+        root / f"cache-{name}",
         encoders,
         bins=bins_for(res),
         max_tokens=120,
@@ -107,19 +173,19 @@ def stage_cache(
         batch_size=batch_size,
         workers=workers,
     )
-    logger.info("cache-%d on %s: %s", res, device, summary)
+    logger.info("cache-%s on %s: %s", name, device, summary)
 
 
 def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
     out = [
         f"output_dir={root / f'dit-{stage}'}",
-        f"data.cache={root / ('cache-128' if stage == 'base' else 'cache-256')}",
+        f"data.cache={root / CACHE[stage]}",
         f"data.text_encoder={root / 'export'}",
         f"data.vae={root / 'export' / 'vae'}",
     ]
-    previous = {"hires": "base", "kv": "hires"}.get(stage)
-    if previous:
-        out.append(f"model.init_from={root / f'dit-{previous}' / 'final.safetensors'}")
+    if stage in PREVIOUS:
+        previous, weights = PREVIOUS[stage]
+        out.append(f"model.init_from={root / f'dit-{previous}' / f'{weights}.safetensors'}")
     if smoke:
         out += [
             "max_steps=2",
@@ -134,16 +200,17 @@ def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
 
 
 def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) -> None:
-    """Train one DiT stage with `pixart train`'s loop, then export its final weights (EMA when kept) and plot its
-    log.csv as loss.png.
+    """Train one DiT stage with `pixart train`'s loop, then export its final weights (final.safetensors: the EMA
+    when kept; final-raw.safetensors: the raw weights) and plot its log.csv as loss.png.
 
+    The base stage runs as `BASE_SEGMENTS`: resumed with each segment's settings up to its step.
     `extra`: more `KEY=VALUE` overrides of the stage's config (after the build's own), e.g. `batch_size=256`.
     """
     from pixart.train.config import load_train_config
     from pixart.train.loop import main as train
 
-    overrides = [*_train_overrides(root, stage, smoke), *extra]
-    cfg = load_train_config(REPO / "configs" / "demo" / f"{stage}.toml", overrides)
+    config, own = REPO / "configs" / "demo" / f"{stage}.toml", _train_overrides(root, stage, smoke)
+    cfg = load_train_config(config, [*own, *extra])
     final = Path(cfg.output_dir) / "final.safetensors"
     step = _latest_step(Path(cfg.output_dir))
     if final.exists() and (step is None or step >= cfg.max_steps):
@@ -151,9 +218,26 @@ def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) 
         return
     if final.exists():  # max_steps was raised after the stage ended: train on from its last checkpoint
         logger.info("stage %s: %s is from step %d; training on to max_steps = %d", stage, final, step, cfg.max_steps)
-    train(cfg)
+    for until, settings in _segments(stage, cfg.max_steps):
+        if step is None or step < until:
+            train(load_train_config(config, [*own, *settings, *extra, f"max_steps={until}"]))
+            step = until
     export_latest(Path(cfg.output_dir), final)
+    export_latest(Path(cfg.output_dir), final.with_name("final-raw.safetensors"), ema=False)
     plot_losses(Path(cfg.output_dir), stage)
+
+
+def _segments(stage: str, max_steps: int) -> list[tuple[int, tuple[str, ...]]]:
+    """(train up to this step, with these settings) of a stage: the base's `BASE_SEGMENTS` up to `max_steps`
+    (the config's, or a `--set base.max_steps`), any other stage in one piece."""
+    if stage != "base":
+        return [(max_steps, ())]
+    out = []
+    for until, settings in BASE_SEGMENTS:
+        out.append((min(until, max_steps), settings))
+        if until >= max_steps:
+            break
+    return out
 
 
 def plot_losses(run_dir: Path, stage: str) -> Path | None:
@@ -176,8 +260,9 @@ def _latest_step(run_dir: Path) -> int | None:
     return None if path is None else json.loads((path / "trainer.json").read_text())["step"]
 
 
-def export_latest(run_dir: Path, dst: Path) -> int:
-    """Write the newest checkpoint of a DiT run (its EMA weights when kept) as a transformer file; returns its step.
+def export_latest(run_dir: Path, dst: Path, *, ema: bool = True) -> int:
+    """Write the newest checkpoint of a DiT run (its EMA weights when kept and `ema`) as a transformer file; returns
+    its step.
 
     Used for each stage's final.safetensors and, mid-run, for evaluating a snapshot (`--export-latest STAGE`).
     """
@@ -191,7 +276,7 @@ def export_latest(run_dir: Path, dst: Path) -> int:
     if path is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint yet")
     ckpt = load_checkpoint(path)
-    weights = ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"]
+    weights = ckpt["ema"] if ema and ckpt["ema"] is not None else ckpt["model"]
     model_cfg = ModelConfig.from_json(_config_json(run_dir))
     save_transformer(build_model(model_cfg, {k: v.to(torch.float32) for k, v in weights.items()}), dst)
     return ckpt["state"].step
@@ -277,7 +362,11 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 STAGE_NOTE = {
     "kv": "\nThe transformer is the final stage: 256 px, KV compression (conv, 2x) on blocks 4-7.\n",
     "hires": "\nThe transformer is stage 2 of 3 (256 px, no KV compression): the recipe has not finished yet.\n",
-    "base": "\nThe transformer is stage 1 of 3 (128 px base): the 256 px and KV stages have not been run yet.\n",
+    "full": "\nThe transformer is stage 1 of 3 (128 px, after the layout lesson): the 256 px and KV stages have not "
+    "been run yet.\n",
+    "lesson": "\nThe transformer is the 128 px layout lesson (one emoji a scene): the recipe has not finished yet.\n",
+    "base": "\nThe transformer is stage 1 of 3 (128 px base, before the layout lesson): the recipe has not finished "
+    "yet.\n",
 }
 SNAPSHOT_NOTE = "This is a snapshot of that stage's run at step {step}, before its last step.\n"
 
@@ -296,14 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export-latest",
         metavar="STAGE",
-        choices=("base", "hires", "kv"),
+        choices=DIT_STAGES,
         help="instead of building: write ROOT/dit-STAGE/latest.safetensors from that run's newest checkpoint "
         "(EMA weights), e.g. to `pixart eval` a run in progress",
     )
     p.add_argument(
         "--package-from",
         default="kv",
-        choices=("base", "hires", "kv"),
+        choices=DIT_STAGES,
         help="the DiT stage whose final.safetensors the package stage ships (kv: the finished recipe); for a "
         "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
     )
@@ -313,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="STAGE.KEY=VALUE",
-        help="override a DiT stage's config (base, hires or kv), as `pixart train --set`; repeatable, e.g. "
+        help=f"override a DiT stage's config ({', '.join(DIT_STAGES)}), as `pixart train --set`; repeatable, e.g. "
         "--set base.batch_size=256 --set base.max_steps=4000",
     )
     return p
@@ -321,11 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def split_overrides(items: Sequence[str]) -> dict[str, list[str]]:
     """{"base": ["batch_size=256"], ...} from ["base.batch_size=256", ...]; ValueError names a bad item."""
-    out: dict[str, list[str]] = {"base": [], "hires": [], "kv": []}
+    out: dict[str, list[str]] = {stage: [] for stage in DIT_STAGES}
     for item in items:
         stage, dot, rest = item.partition(".")
         if stage not in out or not dot or "=" not in rest:
-            raise ValueError(f"--set {item!r}: expected STAGE.KEY=VALUE with STAGE one of base, hires, kv")
+            raise ValueError(f"--set {item!r}: expected STAGE.KEY=VALUE with STAGE one of {', '.join(DIT_STAGES)}")
         out[stage].append(rest)
     return out
 
@@ -355,10 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "text_encoder": lambda: stage_text_encoder(root, args.smoke),
         "vae": lambda: stage_vae(root, args.smoke),
         "cache-128": lambda: stage_cache(root, args.smoke, 128),
+        "data-lesson": lambda: stage_data_lesson(root, args.smoke),
+        "cache-lesson": lambda: stage_cache(root, args.smoke, 128, name="lesson"),
         "cache-256": lambda: stage_cache(root, args.smoke, 256),
-        "base": lambda: stage_train(root, "base", args.smoke, extra["base"]),
-        "hires": lambda: stage_train(root, "hires", args.smoke, extra["hires"]),
-        "kv": lambda: stage_train(root, "kv", args.smoke, extra["kv"]),
+        **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }
     for stage in STAGES:
