@@ -23,15 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pixart.demo.package import PACKAGE_DIR, stage_package
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent.parent
-PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 STAGES = (
     "data",
     "text_encoder",
@@ -290,85 +290,6 @@ def _config_json(run_dir: Path) -> str:
 
     with safe_open(str(latest_checkpoint(run_dir / "checkpoints") / "transformer.safetensors"), "pt") as f:
         return f.metadata()["pixart_config"]
-
-
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "kv") -> None:
-    """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (kv: the finished recipe)."""
-    import torch
-
-    from pixart.checkpoint import load_transformer, write_checkpoint
-    from pixart.config import SCHEDULER_PREDICTION
-
-    final = root / f"dit-{source}" / "final.safetensors"
-    note = STAGE_NOTE[source]
-    if not final.exists():  # a run in progress: ship the snapshot `--export-latest` wrote, and say so
-        latest = final.with_name("latest.safetensors")
-        if not latest.exists():
-            raise FileNotFoundError(f"{final} does not exist (stage {source} has not finished); "
-                                    f"`--export-latest {source}` writes a snapshot of a run in progress")  # fmt: skip
-        step = json.loads(latest.with_suffix(".json").read_text())["step"]
-        final, note = latest, note + SNAPSHOT_NOTE.format(step=step)
-        logger.warning("stage %s has not finished: packaging its step-%d snapshot %s", source, step, latest)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model = load_transformer(final, dtype=torch.float16)
-    write_checkpoint(model, tmp / "transformer", "diffusers")
-    for part in ("text_encoder", "tokenizer", "vae"):
-        shutil.copytree(root / "export" / part, tmp / part)
-    scheduler = {
-        "_class_name": "DPMSolverMultistepScheduler",
-        "algorithm_type": "dpmsolver++",
-        "solver_order": 2,
-        "solver_type": "midpoint",
-        "beta_schedule": "linear",
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "num_train_timesteps": 1000,
-        "prediction_type": SCHEDULER_PREDICTION[model.cfg.prediction],
-        "timestep_spacing": "linspace",
-        "lower_order_final": True,
-    }
-    (tmp / "scheduler").mkdir()
-    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
-    index = {
-        "_class_name": "PixArtSigmaPipeline",
-        "transformer": ["diffusers", "PixArtTransformer2DModel"],
-        "text_encoder": ["transformers", "T5EncoderModel"],
-        "tokenizer": ["transformers", "T5Tokenizer"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
-    }
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    (tmp / "README.md").write_text(MODEL_CARD + note)
-    if dst.exists():
-        shutil.rmtree(dst)
-    tmp.rename(dst)
-    logger.info("packaged the demo model in %s", dst)
-
-
-MODEL_CARD = """# pixart-sigma demo model
-
-A small PixArt-Σ (transformer, T5 encoder, VAE) trained from scratch by `python -m pixart.demo.build` on
-"emoji world" scenes: 1-3 emoji at described positions and sizes on a coloured background.
-
-The emoji artwork is OpenMoji (https://openmoji.org), licensed CC BY-SA 4.0; the training images are
-derived from it, and so are these weights: share them under the same licence, with this credit.
-
-How long each stage trained, what the model can and cannot draw yet, and its prompt-adherence scores
-(`pixart eval`) are in the project README, section "The bundled demo model".
-"""
-STAGE_NOTE = {
-    "kv": "\nThe transformer is the final stage: 256 px, KV compression (conv, 2x) on blocks 4-7.\n",
-    "hires": "\nThe transformer is stage 2 of 3 (256 px, no KV compression): the recipe has not finished yet.\n",
-    "full": "\nThe transformer is stage 1 of 3 (128 px, after the layout lesson): the 256 px and KV stages have not "
-    "been run yet.\n",
-    "lesson": "\nThe transformer is the 128 px layout lesson (one emoji a scene): the recipe has not finished yet.\n",
-    "base": "\nThe transformer is stage 1 of 3 (128 px base, before the layout lesson): the recipe has not finished "
-    "yet.\n",
-}
-SNAPSHOT_NOTE = "This is a snapshot of that stage's run at step {step}, before its last step.\n"
 
 
 # ---- command line ---------------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixart.demo.build import PACKAGE_DIR, REPO
+from pixart.demo.build import REPO
+from pixart.demo.package import PACKAGE_DIR
 
 logger = logging.getLogger(__name__)
 
