@@ -5,8 +5,8 @@
 Each stage is the build's own function (`pixart.demo.build`), in the recipe's order; what differs from
 `python -m pixart.demo.build` is only the scheduling, for a machine held for minutes:
 
-- the two datasets are rendered at once, the 256 px cache is encoded while the base stage trains, and both
-  caches are encoded on the GPU;
+- the datasets are rendered at once, the 256 px cache is encoded while the base stage trains, and every cache
+  is encoded on the GPU;
 - each DiT stage runs in a subprocess until its config's max_steps or its deadline (`--stop-before`: seconds
   before the end of the budget), whichever comes first; a stage stopped at its deadline keeps its newest
   checkpoint (the loop checkpoints every `checkpoint_every` steps), whose EMA weights become its final.safetensors;
@@ -15,9 +15,9 @@ Each stage is the build's own function (`pixart.demo.build`), in the recipe's or
   OUT/logs.tar.gz at the end (also after a failure), so a machine taken back early still returns what finished.
 
 To go on from an earlier machine's weights (the optimizer starts afresh, with its warmup), join their parts and
-start a stage from them: `--set base.model.init_from=PATH` (the hires and kv stages start from the stage before by
-default). Wall times go to ROOT/device-times.jsonl and OUT/driver.log. The text encoder and VAE are not trained here:
-they come from ROOT/export, as committed.
+start a stage from them: `--set base.model.init_from=PATH` (every later stage starts from the stage before by
+default: base -> lesson -> full -> hires -> kv). Wall times go to ROOT/device-times.jsonl and OUT/driver.log. The
+text encoder and VAE are not trained here: they come from ROOT/export, as committed.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pixart.demo.build import DIT_STAGES as STAGES  # noqa: E402  (base, lesson, full, hires, kv)
+
 log = logging.getLogger("gpu_build")
-STAGES = ("base", "hires", "kv")
 PART = 15 * 1024 * 1024
 
 
@@ -61,13 +62,13 @@ class Build:
         seconds, budget = entry["seconds"], self.budget
         log.info("stage %s: %.1f s (at %.0f s of %.0f) %s", stage, seconds, self.elapsed(), budget, extra)
 
-    def cache(self, res: int) -> None:
+    def cache(self, res: int, name: str | None = None) -> None:
         import torch
 
         from pixart.demo.build import stage_cache
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        stage_cache(self.root, self.smoke, res, device=device, batch_size=128, workers=8)
+        stage_cache(self.root, self.smoke, res, device=device, batch_size=128, workers=8, name=name)
 
     def train(self, stage: str) -> None:
         """`stage_train` in a subprocess until it ends or its deadline; the newest checkpoint becomes final."""
@@ -115,7 +116,8 @@ class Build:
                     if (run / name).exists():
                         tar.add(run / name, arcname=f"dit-{stage}/{name}")
             names = ["device-times.jsonl", *(f"device-train-{s}.log" for s in STAGES)]
-            names += [f"cache-{r}/index.json" for r in (128, 256)] + [f"data-{r}/dataset.json" for r in (128, 256)]
+            names += [f"cache-{r}/index.json" for r in ("128", "256", "lesson")]
+            names += [f"data-{r}/dataset.json" for r in ("128", "256", "lesson")]
             for name in names:
                 if (self.root / name).exists():
                     tar.add(self.root / name, arcname=name)
@@ -124,7 +126,7 @@ class Build:
         import torch
 
         from pixart.data.emoji import export_dataset
-        from pixart.demo.build import SCENES, SIZES_128, SIZES_256, SMOKE_SCENES
+        from pixart.demo.build import SCENES, SIZES_128, SIZES_256, SMOKE_SCENES, stage_data_lesson
 
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
         log.info("torch %s, GPU %s, budget %.0f s", torch.__version__, gpu, self.budget)
@@ -138,6 +140,9 @@ class Build:
         export_dataset(self.root / "data-128", counts["data-128"], seed=0, sizes=SIZES_128)
         self.record("data-128", start)
         start = time.time()
+        stage_data_lesson(self.root, self.smoke)
+        self.record("data-lesson", start)
+        start = time.time()
         self.cache(128)
         self.record("cache-128", start)
 
@@ -149,7 +154,12 @@ class Build:
 
         background = threading.Thread(target=cache_256)
         background.start()
+        start = time.time()
+        self.cache(128, name="lesson")
+        self.record("cache-lesson", start)
         self.train("base")
+        self.train("lesson")
+        self.train("full")
         background.join()
         self.train("hires")
         self.train("kv")
@@ -162,7 +172,8 @@ def main() -> int:
     p.add_argument("--out", required=True, help="where the weights, logs.tar.gz and driver.log go")
     p.add_argument("--budget", type=float, default=540.0, help="seconds this script may run")
     p.add_argument(
-        "--stop-before", type=float, nargs=3, default=(205.0, 95.0, 40.0), metavar=("BASE", "HIRES", "KV"),
+        "--stop-before", type=float, nargs=5, default=(300.0, 250.0, 205.0, 95.0, 40.0),
+        metavar=("BASE", "LESSON", "FULL", "HIRES", "KV"),
         help="seconds before the end of the budget at which each DiT stage is stopped",
     )  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
