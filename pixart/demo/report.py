@@ -1,7 +1,7 @@
 """Score the demo model: each DiT stage, then sampler and step choices of the package, with `pixart eval`.
 
     python -m pixart.demo.report                        # every run below whose weights exist
-    python -m pixart.demo.report --runs base,hires      # some of them
+    python -m pixart.demo.report --runs base,full,hires # some of them
     python -m pixart.demo.report --subset small         # fewer prompts (24), e.g. for a run in progress
 
 Each run is one `pixart eval` command (printed, so it can be repeated by hand) writing report.json,
@@ -46,6 +46,7 @@ class Run:
 
 RUNS = (
     Run("base", "stage 1: 128 px", stage="base"),
+    Run("full", "stage 1c: 128 px after the layout lesson", stage="full"),
     Run("hires", "stage 2: 256 px", stage="hires"),
     Run("hires-kv-free", "stage 2 + KV compression, training-free", ("--kv-compress",), stage="hires"),
     Run("kv", "stage 3: KV compression trained", stage="kv"),
