@@ -90,6 +90,67 @@ def build_world(path: Path, n: int = 3000, world: str = "sun") -> dict:
     return world
 
 
+def build_model(caption_channels: int, init: Path | None = None) -> torch.nn.Module:
+    """configs/demo/base.toml's DiT for 24-token captions, from random weights or from a demo checkpoint's."""
+    from pixart.config import get_preset
+    from pixart.model.transformer import PixArtSigma
+
+    cfg = get_preset("PixArt-Sigma-XL-2-256x256").replace(
+        depth=8,
+        hidden_size=256,
+        num_heads=4,
+        caption_channels=caption_channels,
+        max_tokens=CAPTION_TOKENS,
+        sample_size=16,
+        pe_interpolation=0.25,
+        prediction="v",
+        class_dropout_prob=0.1,
+    )
+    model = PixArtSigma(cfg)
+    if init:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(init))
+        weights["y_embedder.y_embedding"] = weights["y_embedder.y_embedding"][:CAPTION_TOKENS]  # the null caption
+        model.load_state_dict(weights)
+    return model
+
+
+@torch.no_grad()
+def estimate_x0(model, diffusion, x0: torch.Tensor, caption: torch.Tensor, mask: torch.Tensor, t: int) -> torch.Tensor:
+    """The clean latent the model's v implies for x0 noised to t with one fixed noise (bf16 autocast)."""
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(123))
+    tt = torch.full((len(x0),), t, dtype=torch.long)
+    xt = diffusion.q_sample(x0, tt, noise)
+    v = []
+    for s in range(0, len(x0), 64):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(
+                xt[s : s + 64],
+                tt[s : s + 64],
+                caption[s : s + 64],
+                mask[s : s + 64],
+                drop_caption=torch.zeros(len(xt[s : s + 64]), dtype=torch.bool),
+            )
+        v.append(out[:, :4].float())
+    keep = diffusion.at("sqrt_acp", tt, x0) ** 2  # ᾱ_t
+    return keep.sqrt() * xt - (1 - keep).sqrt() * torch.cat(v)  # (n, 4, h, w)
+
+
+def train_step(model, opt, diffusion, x0, caption, mask, t, noise, gen) -> tuple[float, float]:
+    """One AdamW step of the v loss (learned variance, caption dropout 0.1, gradient clip 1, bf16 autocast)."""
+    xt = diffusion.q_sample(x0, t, noise)
+    drop = torch.rand(len(x0), generator=gen) < 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(xt, t, caption, mask, drop_caption=drop)
+    losses = diffusion.training_losses(out.float(), x0, xt, noise, t, prediction="v")
+    opt.zero_grad()
+    losses["loss"].mean().backward()
+    grad = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return losses["mse"].mean().item(), grad.item()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("/tmp/position-rule"), help="where WORLD.pt is cached")
@@ -108,9 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pixart.config import get_preset
     from pixart.diffusion.losses import GaussianDiffusion
-    from pixart.model.transformer import PixArtSigma
     from pixart.train.optim import ema_state_dict, init_ema, update_ema
 
     a = build_parser().parse_args(argv)
@@ -119,24 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     world = torch.load(path) if path.is_file() else build_world(path, world=a.world)
     latent, caption, mask, cell = world["latent"].float(), world["caption"].float(), world["mask"], world["cell"]
     train, held = torch.arange(HELD_OUT, len(latent)), torch.arange(HELD_OUT)
-    cfg = get_preset("PixArt-Sigma-XL-2-256x256").replace(  # configs/demo/base.toml's model
-        depth=8,
-        hidden_size=256,
-        num_heads=4,
-        caption_channels=caption.shape[-1],
-        max_tokens=CAPTION_TOKENS,
-        sample_size=16,
-        pe_interpolation=0.25,
-        prediction="v",
-        class_dropout_prob=0.1,
-    )
-    model = PixArtSigma(cfg)
-    if a.init:
-        from safetensors.torch import load_file
-
-        weights = load_file(str(a.init))
-        weights["y_embedder.y_embedding"] = weights["y_embedder.y_embedding"][:CAPTION_TOKENS]  # the null caption
-        model.load_state_dict(weights)
+    model = build_model(caption.shape[-1], a.init)
     diffusion = GaussianDiffusion.linear(1000)
     ema = init_ema(model) if a.ema else None
     ema_model = copy.deepcopy(model).requires_grad_(False) if a.ema else None  # what the EMA is evaluated in
@@ -146,26 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{size:.2f}M parameters; {len(train)} train, {HELD_OUT} held out")
 
     @torch.no_grad()
-    def evaluate(model: PixArtSigma, t: int = 999) -> tuple[float, float, float]:
+    def evaluate(model: torch.nn.Module, t: int = 999) -> tuple[float, float, float]:
         was_training = model.training
         model.eval()
         x0 = latent[held]  # (n, 4, 16, 16)
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(123))
-        tt = torch.full((len(x0),), t, dtype=torch.long)
-        xt = diffusion.q_sample(x0, tt, noise)
-        v = []
-        for s in range(0, len(x0), 64):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = model(
-                    xt[s : s + 64],
-                    tt[s : s + 64],
-                    caption[held][s : s + 64],
-                    mask[held][s : s + 64],
-                    drop_caption=torch.zeros(len(xt[s : s + 64]), dtype=torch.bool),
-                )
-            v.append(out[:, :4].float())
-        keep = diffusion.at("sqrt_acp", tt, x0) ** 2  # ᾱ_t
-        x0_hat = keep.sqrt() * xt - (1 - keep).sqrt() * torch.cat(v)  # (n, 4, 16, 16)
+        x0_hat = estimate_x0(model, diffusion, x0, caption[held], mask[held], t)  # (n, 4, 16, 16)
         background = x0.flatten(2).median(2).values[..., None, None]  # (n, 4, 1, 1)
         rmse = (x0_hat - x0).pow(2).mean().sqrt().item()
         flat = (background - x0).pow(2).mean().sqrt().item()
@@ -191,22 +218,14 @@ def main(argv: list[str] | None = None) -> None:
                 torch.randint(a.mix_from, 1000, (32,), generator=gen),
                 torch.randint(0, 1000, (32,), generator=gen),
             )
-        xt = diffusion.q_sample(x0, t, noise)
-        drop = torch.rand(32, generator=gen) < 0.1
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(xt, t, caption[idx], mask[idx], drop_caption=drop)
-        losses = diffusion.training_losses(out.float(), x0, xt, noise, t, prediction="v")
-        opt.zero_grad()
-        losses["loss"].mean().backward()
-        grad = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        mse, grad = train_step(model, opt, diffusion, x0, caption[idx], mask[idx], t, noise, gen)
         warmup.step()
         if ema is not None:
             update_ema(ema, model, a.ema)
         if step % a.eval_every == 0 or step == 1:
             rmse, flat, accuracy = evaluate(model)
             line = (
-                f"step {step} mse {losses['mse'].mean().item():.4f} grad {grad.item():.2f} | t=999: x0_rmse "
+                f"step {step} mse {mse:.4f} grad {grad:.2f} | t=999: x0_rmse "
                 f"{rmse:.3f} (flat {flat:.3f}) cell_acc {accuracy:.2f}"
             )
             if ema is not None:

@@ -22,6 +22,7 @@ from pixart.demo.text_encoder import (
     train,
     train_tokenizer,
     vocabulary_lines,
+    word_identity_loss,
 )
 
 PROMPT = "a red apple next to two small cats on a blue background"
@@ -112,6 +113,41 @@ def test_training_step_loss_decreases_on_fixed_batch(tokenizer_dir):
         opt.step()
         losses.append(float(loss.detach()))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_word_identity_loss_asks_only_word_pieces_and_is_learnt(tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(t5_config(cfg, len(tok)))
+    sentinels = sentinel_ids(tok, cfg.extra_ids)
+    encoded = [ids[:-1] for ids in tok(caption_corpus(3, 4, [(256, 256)])).input_ids]
+    batch = make_batch(encoded, cfg, sentinels, np.random.default_rng(0))
+    ids = batch["input_ids"]
+    assert (ids == 0).any() and (ids == 1).any() and (ids >= min(sentinels)).any()  # pad, eos and sentinels occur
+    hidden = model.encoder(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state  # (B, S, D)
+    logits = model.lm_head(hidden)
+    words = (ids > 1) & (ids < min(sentinels))
+    expected = torch.nn.functional.cross_entropy(logits[words], ids[words])  # by hand, over the word pieces only
+    assert torch.allclose(word_identity_loss(model, hidden, ids, min(sentinels)), expected)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(5):
+        hidden = model.encoder(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state
+        loss = word_identity_loss(model, hidden, ids, min(sentinels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_word_identity_weight_changes_training_and_is_saved(tmp_path):
+    plain = train(tiny_cfg(steps=3), tmp_path / "plain", tmp_path / "out-plain")
+    weighted = train(tiny_cfg(steps=3, word_identity_weight=1.0), tmp_path / "weighted", tmp_path / "out-weighted")
+    assert weighted[0] > plain[0]  # the same first batch and weights, plus a positive cross-entropy
+    saved = json.loads((tmp_path / "weighted" / "train_config.json").read_text())
+    assert saved["word_identity_weight"] == 1.0
 
 
 def test_resume_matches_uninterrupted_run_and_export_loads(tmp_path):

@@ -82,6 +82,9 @@ class TextEncoderTrainConfig:
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
     max_length: int = 128  # caption tokens before corruption (longer ones are cut)
+    # word identity: weight of an extra loss asking every visible word piece's encoder output to name its own
+    # piece through the output head (0: span corruption alone, the recipe's T5; see `word_identity_loss`)
+    word_identity_weight: float = 0.0
     # optimisation
     steps: int = 600
     batch_size: int = 32
@@ -364,6 +367,23 @@ def training_batch(
 # ---- training ---------------------------------------------------------------------------------------------------
 
 
+def word_identity_loss(
+    model: T5ForConditionalGeneration, encoded: torch.Tensor, input_ids: torch.Tensor, first_special: int
+) -> torch.Tensor:
+    """Cross-entropy of each visible word piece's own id, read from its encoder output through the output head.
+
+    Span corruption only asks the encoder to carry a caption's content; nothing keeps a word's vector the same from
+    one caption to the next, and the demo T5 trained that way blurs each emoji name with the words around it, so
+    that the DiT learns (name, background) pairs instead of names (docs/demo-model.md, `scripts/identity_rule.py`).
+    This term asks every output to say which piece it is, against all the others. Pad, eos and the sentinels
+    (ids >= `first_special`, appended after the pieces) are not asked.
+    encoded: (B, S, D) encoder outputs; input_ids: (B, S).
+    """
+    target = input_ids.masked_fill((input_ids <= EOS_ID) | (input_ids >= first_special), -100)  # (B, S)
+    logits = model.lm_head(encoded)  # (B, S, V)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
+
+
 def encode_corpus(tok: T5Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids without the eos (span corruption appends its own)."""
     return [ids[:-1] for ids in tok(list(texts)).input_ids]
@@ -494,7 +514,12 @@ def train(
             lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss_t = model(**training_batch(encoded, cfg, sentinels, step)).loss
+            batch = training_batch(encoded, cfg, sentinels, step)
+            out = model(**batch)
+            loss_t = out.loss
+            if cfg.word_identity_weight:
+                identity = word_identity_loss(model, out.encoder_last_hidden_state, batch["input_ids"], min(sentinels))
+                loss_t = loss_t + cfg.word_identity_weight * identity
             opt.zero_grad(set_to_none=True)
             loss_t.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -539,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--corpus-scenes", type=int, default=d.corpus_scenes, help="scenes whose 2 captions form the corpus"
     )
+    p.add_argument(
+        "--word-identity-weight",
+        type=float,
+        default=d.word_identity_weight,
+        help="weight of the word-identity loss (each encoder output names its own piece) added to span corruption",
+    )
     p.add_argument("--vocab-size", type=int, default=d.sp_vocab_size, help="sentencepiece pieces (upper bound)")
     p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between checkpoints")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo is sized for one)")
@@ -556,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus_scenes=args.corpus_scenes,
         sp_vocab_size=args.vocab_size,
         save_every_min=args.save_every_min,
+        word_identity_weight=args.word_identity_weight,
     )
     return run_trainer(args, "t5_run", lambda run_dir: train(cfg, run_dir, args.out, resume=args.resume))
 
