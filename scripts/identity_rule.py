@@ -64,6 +64,7 @@ def build_world(path: Path, export: Path) -> dict:
     encoders = T5AndVAE(export, vae, max_tokens=120)
     tokenizer = AutoTokenizer.from_pretrained(export / "tokenizer")
     size = round(SIZE_FRACTIONS["large"] * SIDE)
+    before = len(tokenizer("a large", add_special_tokens=False).input_ids)  # where each caption's name starts
     latents, captions, name_tokens, labels = [], [], [], []
     for e, entry in enumerate(VOCABULARY):
         pixels = []
@@ -74,7 +75,6 @@ def build_world(path: Path, export: Path) -> dict:
             scene = emoji.Scene(SIDE, SIDE, colour, rgb, (thing,))
             pixels.append(torch.from_numpy(np.array(emoji.render_scene(scene))).permute(2, 0, 1).float() / 127.5 - 1)
             caption = emoji.short_caption(scene)  # "a large dog in the center of a red background"
-            before = len(tokenizer("a large", add_special_tokens=False).input_ids)
             through = len(tokenizer(f"a large {entry.name}", add_special_tokens=False).input_ids)
             captions.append(caption)
             name_tokens.append((before, through))
