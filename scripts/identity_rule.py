@@ -26,7 +26,9 @@ distinct as they can be, whatever the words around them; `--text alone` by T5's 
 its own: this T5's vectors for the names, free of their context. `--reinit-text` gives the `--init` model's
 caption pathway (caption MLP, cross-attention) its initial weights again: what it has learnt to ignore is forgotten.
 `--names-from ROOT2` takes the features at the names' tokens from a world encoded by another text encoder
-(`--export`), the rest of each caption from this one: that encoder's names, with nothing else changed.
+(`--export`), the rest of each caption from this one: that encoder's names, with nothing else changed;
+`--names-average` averages each emoji's swapped-in features over its scenes (held-out ones included, which only
+removes the background word's trace from them).
 
 Not a test: it measures whether, and how fast, identity can be learnt from the captions (docs/demo-model.md).
 """
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--names-from", type=Path, help="a ROOT built with another --export: take the names' features from it"
     )
+    p.add_argument("--names-average", action="store_true", help="with --names-from: one name vector per emoji")
     p.add_argument("--reinit-text", action="store_true", help="start the --init model's caption pathway afresh")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -215,9 +218,14 @@ def main(argv: list[str] | None = None) -> None:
         other = torch.load(a.names_from / "centre.pt")
         if not torch.equal(other["names"], world["names"]) or other["text"] != world["text"]:
             raise ValueError(f"{a.names_from / 'centre.pt'} tokenises the names differently; cannot swap them in")
+        swapped = other["caption"].float()
+        if a.names_average:  # each emoji's name features averaged over its scenes: no variation left between them
+            for e in label[:, 0].unique():
+                rows = label[:, 0] == e
+                swapped[rows] = swapped[rows].mean(0)
         caption = caption.clone()
         for i, (start, end) in enumerate(world["names"].tolist()):
-            caption[i, start:end] = other["caption"][i, start:end].float()
+            caption[i, start:end] = swapped[i, start:end]
     if a.text == "oracle":
         caption = with_oracle_names(caption, world["names"], label[:, 0])
     if a.text == "alone":
