@@ -101,6 +101,23 @@ def build_world(path: Path, export: Path) -> dict:
     return world
 
 
+def with_names_from(caption: torch.Tensor, world: dict, root: Path, average: bool) -> torch.Tensor:
+    """The captions with the features at the names' tokens taken from ROOT/centre.pt, the same world encoded by
+    another text encoder (same captions, same token positions); `average`: each emoji's averaged over its scenes,
+    so that no trace of the background word is left in them."""
+    other = torch.load(root / "centre.pt")
+    if not torch.equal(other["names"], world["names"]) or other["text"] != world["text"]:
+        raise ValueError(f"{root / 'centre.pt'} tokenises the names differently; cannot swap them in")
+    swapped, emoji = other["caption"].float(), world["label"][:, 0]
+    if average:
+        for e in emoji.unique():
+            swapped[emoji == e] = swapped[emoji == e].mean(0)
+    out = caption.clone()
+    for i, (start, end) in enumerate(world["names"].tolist()):
+        out[i, start:end] = swapped[i, start:end]
+    return out
+
+
 def with_names_alone(caption: torch.Tensor, names: torch.Tensor, emoji: torch.Tensor, export: Path) -> torch.Tensor:
     """The captions with the name's features replaced by T5's features of the name encoded on its own: this text
     encoder's own vectors for the names, without the context that blurs them."""
@@ -214,18 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         print(name_feature_report(world))
         return
     latent, caption, mask, label = world["latent"].float(), world["caption"].float(), world["mask"], world["label"]
-    if a.names_from:  # another text encoder's features at the names' tokens (same captions, same token positions)
-        other = torch.load(a.names_from / "centre.pt")
-        if not torch.equal(other["names"], world["names"]) or other["text"] != world["text"]:
-            raise ValueError(f"{a.names_from / 'centre.pt'} tokenises the names differently; cannot swap them in")
-        swapped = other["caption"].float()
-        if a.names_average:  # each emoji's name features averaged over its scenes: no variation left between them
-            for e in label[:, 0].unique():
-                rows = label[:, 0] == e
-                swapped[rows] = swapped[rows].mean(0)
-        caption = caption.clone()
-        for i, (start, end) in enumerate(world["names"].tolist()):
-            caption[i, start:end] = swapped[i, start:end]
+    if a.names_from:
+        caption = with_names_from(caption, world, a.names_from, a.names_average)
     if a.text == "oracle":
         caption = with_oracle_names(caption, world["names"], label[:, 0])
     if a.text == "alone":
