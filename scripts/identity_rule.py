@@ -4,6 +4,8 @@
     python scripts/identity_rule.py --steps 1500 --init runs/demo/dit-full/final-raw.safetensors
     python scripts/identity_rule.py --steps 1500 --text names    # the names' T5 features only, see below
     python scripts/identity_rule.py --text-report --export OTHER --root /tmp/identity-other   # another text encoder
+    python scripts/identity_rule.py --steps 0 --init pixart/assets/demo/transformer   # a package's transformer
+    python scripts/identity_rule.py --steps 0 --init W --export runs/demo/export-v2 --root /tmp/identity-v2  # 2nd T5
 
 The world: each of the 145 emoji, large (0.42 of the side) and centred, on each of the 10 palette backgrounds, at
 128², captioned as the emoji world captions it ("a large dog in the center of a red background"): 1,450 scenes,

@@ -91,10 +91,16 @@ def build_world(path: Path, n: int = 3000, world: str = "sun") -> dict:
 
 
 def build_model(caption_channels: int, init: Path | None = None) -> torch.nn.Module:
-    """configs/demo/base.toml's DiT for 24-token captions, from random weights or from a demo checkpoint's."""
+    """configs/demo/base.toml's DiT for 24-token captions from random weights, or the model `init` holds (a demo
+    checkpoint's .safetensors or a package's transformer/ folder, with its own config; its null caption's first 24
+    rows serve the 24-token captions)."""
     from pixart.config import get_preset
     from pixart.model.transformer import PixArtSigma
 
+    if init is not None:
+        from pixart.checkpoint import load_transformer
+
+        return load_transformer(init, dtype=torch.float32).train()
     cfg = get_preset("PixArt-Sigma-XL-2-256x256").replace(
         depth=8,
         hidden_size=256,
@@ -106,14 +112,7 @@ def build_model(caption_channels: int, init: Path | None = None) -> torch.nn.Mod
         prediction="v",
         class_dropout_prob=0.1,
     )
-    model = PixArtSigma(cfg)
-    if init:
-        from safetensors.torch import load_file
-
-        weights = load_file(str(init))
-        weights["y_embedder.y_embedding"] = weights["y_embedder.y_embedding"][:CAPTION_TOKENS]  # the null caption
-        model.load_state_dict(weights)
-    return model
+    return PixArtSigma(cfg)
 
 
 @torch.no_grad()
@@ -238,17 +237,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def save(model: torch.nn.Module, path: Path, init: Path | None) -> None:
-    """Write the raw weights; with `init`, in its format (config metadata, full-length null caption) so that
-    `pixart train --set model.init_from=PATH` can carry on from them in the full world."""
+    """Write the raw weights; with an `init` file, in its format (config metadata) so that `pixart train --set
+    model.init_from=PATH` can carry on from them in the full world."""
     from pixart.checkpoint_io import read_safetensors, write_safetensors
 
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    metadata = None
-    if init:
-        original, metadata = read_safetensors(init)
-        null = original["y_embedder.y_embedding"].clone()  # (max_tokens, C): the rows past 24 were never used here
-        null[:CAPTION_TOKENS] = weights["y_embedder.y_embedding"]
-        weights["y_embedder.y_embedding"] = null
+    metadata = read_safetensors(init)[1] if init and init.is_file() else None
     path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(weights, path, metadata)
 

@@ -29,6 +29,17 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     trained = json.loads((tmp_path / "root" / "dit-lesson" / "config.json").read_text())
     assert trained["timestep_high_fraction"] == 1.0 and trained["data"]["long_caption_ratio"] == 0.0
     assert trained["model"]["init_from"].endswith("dit-base/final-raw.safetensors")
+    # The retext stages start from the kv stage and read the second text encoder, trained on the first's tokenizer.
+    retext = json.loads((tmp_path / "root" / "dit-retext-lesson" / "config.json").read_text())
+    assert retext["model"]["init_from"].endswith("dit-kv/final.safetensors")
+    assert retext["data"]["text_encoder"].endswith("export-v2") and retext["data"]["cache"].endswith("lesson-v2")
+    v2 = json.loads((tmp_path / "root" / "text_encoder-v2" / "train_config.json").read_text())
+    assert v2["word_identity_weight"] == v2["context_invariance_weight"] == 1.0
+    root = tmp_path / "root"
+    for name in ("spiece.model", "tokenizer_config.json"):
+        assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (
+            root / "export" / "tokenizer" / name
+        ).read_bytes()
     config = json.loads((package / "transformer" / "config.json").read_text())
     assert config["kv_compress_layers"] == [4, 5, 6, 7] and config["sample_size"] == 32
     # The recipe trains v-prediction (configs/demo/base.toml); transformer and scheduler both say so.
@@ -98,12 +109,15 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
             build.main(["--root", str(tmp_path), "--stages", "base", "--set", bad])
         assert exit_info.value.code == 2
         assert f"--set {bad!r}" in capsys.readouterr().err
-    assert build.split_overrides(["hires.batch_size=4"]) == {
+    assert build.split_overrides(["hires.batch_size=4", "retext-kv.lr=1e-4"]) == {
         "base": [],
         "lesson": [],
         "full": [],
         "hires": ["batch_size=4"],
         "kv": [],
+        "retext-lesson": [],
+        "retext-full": [],
+        "retext-kv": ["lr=1e-4"],
     }
 
 

@@ -10,20 +10,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer, T5EncoderModel, T5ForConditionalGeneration, T5Tokenizer, T5TokenizerFast
 
+from pixart.demo.span_corruption import random_spans_noise_mask, span_corruption
 from pixart.demo.text_encoder import (
     TextEncoderTrainConfig,
     caption_corpus,
-    load_tokenizer,
+    context_invariance_loss,
     make_batch,
-    random_spans_noise_mask,
-    sentinel_ids,
-    span_corruption,
     t5_config,
     train,
-    train_tokenizer,
-    vocabulary_lines,
     word_identity_loss,
 )
+from pixart.demo.tokenizer import load_tokenizer, sentinel_ids, train_tokenizer, vocabulary_lines
 
 PROMPT = "a red apple next to two small cats on a blue background"
 
@@ -148,6 +145,34 @@ def test_word_identity_weight_changes_training_and_is_saved(tmp_path):
     assert weighted[0] > plain[0]  # the same first batch and weights, plus a positive cross-entropy
     saved = json.loads((tmp_path / "weighted" / "train_config.json").read_text())
     assert saved["word_identity_weight"] == 1.0
+
+
+def test_context_invariance_loss_is_the_context_share_of_the_word_pieces_variance():
+    ids = torch.tensor([[5, 6, 5, 1, 0], [6, 5, 90, 1, 0]])  # pieces 5 and 6 twice or more; 90 a sentinel; eos, pad
+    one_vector = torch.randn(100, 3)
+    hidden = one_vector[ids]  # every piece the same vector wherever it stands: no context at all
+    assert context_invariance_loss(hidden, ids, first_special=80) < 1e-6
+    hidden = hidden.clone()
+    hidden[0, 0] += 1.0  # piece 5 in its first caption moved by its context
+    hidden[:, 2:] = torch.randn(2, 3, 3) * 100  # sentinel, eos and pad outputs must not count
+    words = torch.cat([hidden[0, :3], hidden[1, :2]])  # (5, 3): 5, 6, 5, 6, 5
+    piece_means = {5: words[[0, 2, 4]].mean(0), 6: words[[1, 3]].mean(0)}
+    within = sum((w - piece_means[i]).pow(2).sum() for w, i in zip(words, [5, 6, 5, 6, 5], strict=True))
+    expected = within / (words - words.mean(0)).pow(2).sum()
+    torch.testing.assert_close(context_invariance_loss(hidden, ids, first_special=80), expected)
+    assert 0 < context_invariance_loss(torch.randn(2, 5, 3), ids, first_special=80) <= 1
+
+
+def test_context_invariance_and_given_tokenizer_are_used_and_saved(tmp_path, tokenizer_dir):
+    plain = train(tiny_cfg(steps=2), tmp_path / "plain", tmp_path / "out-plain", tokenizer=tokenizer_dir)
+    weighted = train(
+        tiny_cfg(steps=2, context_invariance_weight=1.0), tmp_path / "w", tmp_path / "out-w", tokenizer=tokenizer_dir
+    )
+    assert weighted[0] > plain[0]  # the same first batch and weights, plus a positive share
+    saved = json.loads((tmp_path / "w" / "train_config.json").read_text())
+    assert saved["context_invariance_weight"] == 1.0
+    for name in ("spiece.model", "tokenizer_config.json"):  # the given tokenizer, not a newly trained one
+        assert (tmp_path / "out-w" / "tokenizer" / name).read_bytes() == (tokenizer_dir / name).read_bytes()
 
 
 def test_resume_matches_uninterrupted_run_and_export_loads(tmp_path):

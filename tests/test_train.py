@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -189,6 +190,15 @@ def test_v_prediction_trains_on_v_and_later_stages_keep_it(cache, tmp_path):
         main(config(cache, tmp_path / out, "max_steps=1", f"model.init_from={weights}", f"model.config={overrides}"))
         after = latest_checkpoint(tmp_path / out / "checkpoints") / "transformer.safetensors"
         assert load_transformer(after).cfg.prediction == expected, out
+
+
+def test_runs_with_different_mixed_precision_follow_each_other_in_one_process(cache, tmp_path):
+    # The demo build trains its stages in one process, the first ones in fp32 and later ones in bf16.
+    for i, precision in enumerate(("no", "bf16", "no")):
+        run = tmp_path / f"run{i}"
+        losses = main(config(cache, run, "max_steps=2", f"mixed_precision={precision}"))
+        assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+        assert json.loads((run / "config.json").read_text())["mixed_precision"] == precision
 
 
 def test_grad_accumulation_equals_the_full_batch(cache, tmp_path):

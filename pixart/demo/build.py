@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pixart.demo.package import PACKAGE_DIR, stage_package
+from pixart.demo.package import PACKAGE_DIR, export_for, stage_package
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,27 @@ STAGES = (
     "cache-256",
     "hires",
     "kv",
+    "text_encoder-v2",
+    "cache-lesson-v2",
+    "retext-lesson",
+    "cache-128-v2",
+    "retext-full",
+    "cache-256-v2",
+    "retext-kv",
     "package",
 )
-DIT_STAGES = ("base", "lesson", "full", "hires", "kv")
+DIT_STAGES = ("base", "lesson", "full", "hires", "kv", "retext-lesson", "retext-full", "retext-kv")
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
 PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires": ("full", "final"),
-            "kv": ("hires", "final")}  # fmt: skip
-CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256"}
+            "kv": ("hires", "final"), "retext-lesson": ("kv", "final"), "retext-full": ("retext-lesson", "final-raw"),
+            "retext-kv": ("retext-full", "final")}  # fmt: skip
+CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
+         "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2", "retext-kv": "cache-256-v2"}  # fmt: skip
+# The text encoder (and tokenizer; the VAE is the same) each DiT stage reads: the retext stages read the second T5,
+# trained with word identity and context invariance on the first one's tokenizer (docs/demo-model.md).
+EXPORT = {stage: export_for(stage) for stage in DIT_STAGES}
+TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
 # The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
 # with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
 # run, at 12,800 steps, still drew the flat background at high noise (docs/demo-model.md); bf16 autocast from 5,000
@@ -79,6 +92,8 @@ def _outputs(stage: str) -> list[str]:
         return ["data-128/metadata.jsonl", "data-256/metadata.jsonl"]
     if stage in ("text_encoder", "vae"):
         return [f"export/{stage}/config.json"]
+    if stage == "text_encoder-v2":
+        return ["export-v2/text_encoder/config.json", "export-v2/vae/config.json"]
     if stage.startswith(("data-", "cache-")):
         return [f"{stage}/{'metadata.jsonl' if stage.startswith('data-') else 'index.json'}"]
     return [f"dit-{stage}/final.safetensors"] if stage in DIT_STAGES else []
@@ -132,6 +147,25 @@ def stage_text_encoder(root: Path, smoke: bool) -> None:
         raise RuntimeError("text encoder training failed; see its log")
 
 
+def stage_text_encoder_v2(root: Path, smoke: bool) -> None:
+    """The second T5: the same corpus and tokenizer (export/tokenizer), span corruption plus word identity and
+    context invariance; export-v2/ gets it, the tokenizer and a copy of the VAE, so that it is a complete text
+    encoder + VAE folder like export/."""
+    import shutil
+
+    from pixart.demo import text_encoder
+
+    out = root / "export-v2"
+    args = ["--out", str(out), "--run-dir", str(root / "text_encoder-v2"), "--resume"]
+    args += ["--tokenizer", str(root / "export" / "tokenizer"), *TEXT_ENCODER_V2]
+    if smoke:
+        args += ["--steps", "2", "--corpus-scenes", "200"]
+    if text_encoder.main(args) != 0:
+        raise RuntimeError("text encoder (v2) training failed; see its log")
+    shutil.rmtree(out / "vae", ignore_errors=True)
+    shutil.copytree(root / "export" / "vae", out / "vae")
+
+
 def stage_vae(root: Path, smoke: bool) -> None:
     from pixart.demo import vae
 
@@ -151,21 +185,23 @@ def stage_cache(
     batch_size: int = 16,
     workers: int = 2,
     name: str | None = None,
+    version: str = "",
 ) -> None:
     """`pixart prepare`'s cache of data-RES (T5 features, VAE latent mean/std); each DiT stage needs only its own.
 
     device / batch_size / workers: where the encoders run, images per encoder call, image-decoding threads.
     name: data-NAME -> cache-NAME instead of data-RES -> cache-RES (the lesson's world, at 128 px).
+    version: "-v2": the second text encoder's features (export-v2/), written to cache-NAME-v2.
     """
     from pixart.data.buckets import bins_for
     from pixart.data.cache import T5AndVAE, prepare_cache
 
-    export = root / "export"
+    export = root / f"export{version}"
     encoders = T5AndVAE(export, export / "vae", max_tokens=120, device=device)  # export/: text_encoder/ + tokenizer/
     name = name or str(res)
     summary = prepare_cache(
         root / f"data-{name}",
-        root / f"cache-{name}",
+        root / f"cache-{name}{version}",
         encoders,
         bins=bins_for(res),
         max_tokens=120,
@@ -173,15 +209,15 @@ def stage_cache(
         batch_size=batch_size,
         workers=workers,
     )
-    logger.info("cache-%s on %s: %s", name, device, summary)
+    logger.info("cache-%s%s on %s: %s", name, version, device, summary)
 
 
 def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
     out = [
         f"output_dir={root / f'dit-{stage}'}",
         f"data.cache={root / CACHE[stage]}",
-        f"data.text_encoder={root / 'export'}",
-        f"data.vae={root / 'export' / 'vae'}",
+        f"data.text_encoder={root / EXPORT[stage]}",
+        f"data.vae={root / EXPORT[stage] / 'vae'}",
     ]
     if stage in PREVIOUS:
         previous, weights = PREVIOUS[stage]
@@ -368,6 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data-lesson": lambda: stage_data_lesson(root, args.smoke),
         "cache-lesson": lambda: stage_cache(root, args.smoke, 128, name="lesson"),
         "cache-256": lambda: stage_cache(root, args.smoke, 256),
+        "text_encoder-v2": lambda: stage_text_encoder_v2(root, args.smoke),
+        "cache-lesson-v2": lambda: stage_cache(root, args.smoke, 128, name="lesson", version="-v2"),
+        "cache-128-v2": lambda: stage_cache(root, args.smoke, 128, version="-v2"),
+        "cache-256-v2": lambda: stage_cache(root, args.smoke, 256, version="-v2"),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }

@@ -17,6 +17,12 @@ logger = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
+def export_for(stage: str) -> str:
+    """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext stages read the
+    second T5 (export-v2/), every other stage the first (export/)."""
+    return "export-v2" if stage.startswith("retext-") else "export"
+
+
 def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "kv") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
     scheduler/. `source` picks the DiT stage whose final weights ship (kv: the finished recipe)."""
@@ -40,8 +46,9 @@ def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str 
     tmp.mkdir(parents=True)
     model = load_transformer(final, dtype=torch.float16)
     write_checkpoint(model, tmp / "transformer", "diffusers")
+    export = root / export_for(source)  # the T5 the stage read
     for part in ("text_encoder", "tokenizer", "vae"):
-        shutil.copytree(root / "export" / part, tmp / part)
+        shutil.copytree(export / part, tmp / part)
     scheduler = {
         "_class_name": "DPMSolverMultistepScheduler",
         "algorithm_type": "dpmsolver++",
@@ -85,6 +92,13 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 (`pixart eval`) are in the project README, section "The bundled demo model".
 """
 STAGE_NOTE = {
+    "retext-kv": "\nThe transformer is the v5 recipe's final stage (256 px, KV compression (conv, 2x) on blocks 4-7) "
+    "retrained to read a second text encoder (word identity, context invariance): 128 px one-object lesson, full "
+    "world, then 256 px.\n",
+    "retext-full": "\nThe transformer reads the second text encoder, at 128 px (full world): its 256 px stage has "
+    "not been run yet.\n",
+    "retext-lesson": "\nThe transformer reads the second text encoder, at 128 px (one-object lesson): the recipe has "
+    "not finished yet.\n",
     "kv": "\nThe transformer is the final stage: 256 px, KV compression (conv, 2x) on blocks 4-7.\n",
     "hires": "\nThe transformer is stage 2 of 3 (256 px, no KV compression): the recipe has not finished yet.\n",
     "full": "\nThe transformer is stage 1 of 3 (128 px, after the layout lesson): the 256 px and KV stages have not "

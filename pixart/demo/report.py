@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixart.demo.build import REPO
-from pixart.demo.package import PACKAGE_DIR
+from pixart.demo.package import PACKAGE_DIR, export_for
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ RUNS = (
     Run("hires", "stage 2: 256 px", stage="hires"),
     Run("hires-kv-free", "stage 2 + KV compression, training-free", ("--kv-compress",), stage="hires"),
     Run("kv", "stage 3: KV compression trained", stage="kv"),
+    Run("retext-full", "stage 4b: second T5, 128 px", stage="retext-full"),
+    Run("retext-kv", "stage 4c: second T5, 256 px", stage="retext-kv"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),
@@ -84,7 +86,7 @@ def eval_command(run: Run, root: Path, package: Path, subset: str) -> tuple[list
         if found is None:
             return None
         weights, step = found
-        export = root / "export"
+        export = root / export_for(run.stage)
         model = ["--model", str(weights), "--text-encoder", str(export), "--vae", str(export / "vae")]
         title = run.title + ("" if step is None else f" (step {step}, still training)")
     return ["eval", *model, "--subset", subset, *run.flags, "--out", str(out), "--force"], title

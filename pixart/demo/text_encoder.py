@@ -7,12 +7,16 @@ How it is made (one command, deterministic from `seed`):
    so that rare emoji still get whole-word pieces.
 2. Tokenizer: a sentencepiece unigram model laid out like T5's (pad=0, eos=1, unk=2, no bos; nmt_nfkc; `extra_ids`
    sentinels `<extra_id_k>` appended after the pieces in reverse order, `<extra_id_0>` last), saved as T5Tokenizer
-   saves the real T5-XXL's folder: `spiece.model`, `tokenizer_config.json`, `special_tokens_map.json`.
+   saves the real T5-XXL's folder: `spiece.model`, `tokenizer_config.json`, `special_tokens_map.json`
+   (`pixart.demo.tokenizer`); or, with `--tokenizer DIR`, an existing one copied, so that a new encoder keeps the
+   token ids of a model already trained.
 3. Model: a `T5ForConditionalGeneration` in the T5 v1.1 style of PixArt's T5-XXL (gated-GELU, untied embeddings,
    relative position buckets, no dropout) with a 4-layer d_model=256 encoder and a 1-layer decoder, trained from
    scratch with T5's span-corruption objective (Raffel et al. 2020, sec. 3.1.4: 15% of tokens in spans of mean
    length 3 replaced by sentinels; the decoder predicts the dropped spans). The decoder is small on purpose: the
-   encoder must carry the caption's content. AdamW, warm-up + cosine LR, one CPU thread.
+   encoder must carry the caption's content. AdamW, warm-up + cosine LR, one CPU thread. Two optional terms shape
+   the word vectors for the DiT: `--word-identity-weight` (each word's output names its own piece) and
+   `--context-invariance-weight` (a word's outputs in different captions stay together).
 4. Export: only the encoder, as `T5EncoderModel` (`text_encoder/config.json` + fp16 `model.safetensors`), which
    stays frozen while the DiT trains, as PixArt keeps T5-XXL frozen.
 
@@ -24,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import math
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,6 @@ import torch
 from transformers import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5Tokenizer
 
 from pixart.data.emoji import long_caption, sample_scene, scene_seed, short_caption
-from pixart.data.emoji_vocab import PALETTE, POSITIONS, SIZE_FRACTIONS, VOCABULARY
 from pixart.demo._common import (
     CHECKPOINT,
     CsvLog,
@@ -52,10 +54,17 @@ from pixart.demo._common import (
     replace_dir,
     run_trainer,
 )
+from pixart.demo.span_corruption import random_spans_noise_mask, span_corruption
+from pixart.demo.tokenizer import (
+    EOS_ID,
+    PAD_ID,
+    load_tokenizer,
+    sentinel_ids,
+    train_tokenizer,
+    vocabulary_lines,
+)
 
 logger = logging.getLogger(__name__)
-
-PAD_ID, EOS_ID, UNK_ID = 0, 1, 2  # T5's sentencepiece layout
 
 
 # ---- config -----------------------------------------------------------------------------------------------------
@@ -85,6 +94,9 @@ class TextEncoderTrainConfig:
     # word identity: weight of an extra loss asking every visible word piece's encoder output to name its own
     # piece through the output head (0: span corruption alone, the recipe's T5; see `word_identity_loss`)
     word_identity_weight: float = 0.0
+    # context invariance: weight of an extra loss on the share of the word pieces' output variance that is context
+    # (one piece's outputs in different captions apart), 0: off (see `context_invariance_loss`)
+    context_invariance_weight: float = 0.0
     # optimisation
     steps: int = 600
     batch_size: int = 32
@@ -133,7 +145,7 @@ def t5_config(cfg: TextEncoderTrainConfig, vocab_size: int) -> T5Config:
     )
 
 
-# ---- corpus and tokenizer ---------------------------------------------------------------------------------------
+# ---- corpus ----------------------------------------------------------------------------------------------------
 
 
 def caption_corpus(seed: int, n_scenes: int, sizes: Sequence[tuple[int, int]]) -> list[str]:
@@ -145,196 +157,7 @@ def caption_corpus(seed: int, n_scenes: int, sizes: Sequence[tuple[int, int]]) -
     return out
 
 
-def vocabulary_lines() -> list[str]:
-    """Every caption word in every form, so the tokenizer keeps whole-word pieces for rare emoji too."""
-    words = [e.name for e in VOCABULARY] + [e.plural_name for e in VOCABULARY]
-    words += list(PALETTE) + list(POSITIONS) + list(SIZE_FRACTIONS) + ["medium-sized", "a", "an", "two", "three"]
-    return words + [" ".join(words), "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"-()"]
-
-
-def train_tokenizer(
-    texts: Iterable[str], out_dir: str | Path, vocab_size: int, extra_ids: int = 100, model_max_length: int = 300
-) -> Path:
-    """Train a T5-layout sentencepiece unigram model on `texts` and save it as a T5Tokenizer folder.
-
-    Args:
-        texts: training sentences.
-        out_dir: folder to write (spiece.model, tokenizer_config.json, special_tokens_map.json).
-        vocab_size: sentencepiece pieces, an upper bound (hard_vocab_limit off: a small corpus yields fewer).
-        extra_ids: number of `<extra_id_k>` sentinels appended after the pieces (T5: 100).
-        model_max_length: recorded in tokenizer_config.json.
-    Returns:
-        out_dir as a Path.
-    """
-    import sentencepiece as spm
-
-    texts = list(texts)
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        model_type="unigram",
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        character_coverage=1.0,
-        normalization_rule_name="nmt_nfkc",
-        pad_id=PAD_ID,
-        eos_id=EOS_ID,
-        unk_id=UNK_ID,
-        bos_id=-1,
-        pad_piece="<pad>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        num_threads=1,
-        shuffle_input_sentence=False,
-        minloglevel=2,
-    )
-    proto = add_word_pieces(model.getvalue(), texts)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spiece.model").write_bytes(proto)
-    n_pieces = spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
-    write_t5_tokenizer_config(out, n_pieces, extra_ids, model_max_length)
-    logger.info("tokenizer: %d sentencepiece pieces + %d sentinels -> %s", n_pieces, extra_ids, out)
-    return out
-
-
-def add_word_pieces(proto: bytes, texts: Iterable[str], fallback_penalty: float = 10.0) -> bytes:
-    """Give every corpus word a whole-word piece `▁word` scored by its unigram log-frequency.
-
-    On this tiny, repetitive corpus the unigram trainer stops at ~440 pieces and keeps odd splits ("▁" + "on",
-    "▁ab" + "ove"); captions should instead be one token per word, as T5's 32k vocabulary makes them for
-    English. The trained pieces stay as the fallback for unseen words, their scores lowered by
-    `fallback_penalty` so that a known word is never split (any split path costs more than one word piece).
-    """
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    counts: dict[str, int] = {}
-    for text in texts:
-        for word in text.split():
-            word = word.strip(".,;:!?\"'()")
-            if word:
-                counts[word] = counts.get(word, 0) + 1
-    total = sum(counts.values())
-    m = pb.ModelProto()
-    m.ParseFromString(proto)
-    index = {p.piece: p for p in m.pieces}
-    for p in m.pieces:
-        if p.type == pb.ModelProto.SentencePiece.NORMAL:
-            p.score -= fallback_penalty
-    for word, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        piece = index.get("\u2581" + word) or m.pieces.add(
-            piece="\u2581" + word, type=pb.ModelProto.SentencePiece.NORMAL
-        )
-        piece.score = math.log(count / total)
-    m.trainer_spec.vocab_size = len(m.pieces)
-    return m.SerializeToString()
-
-
-def write_t5_tokenizer_config(out: Path, n_pieces: int, extra_ids: int, model_max_length: int) -> None:
-    """The two JSON files T5Tokenizer writes next to spiece.model (the layout of PixArt's T5-XXL folder).
-
-    `added_tokens_decoder` pins every special id, so transformers 4 (slow, sentinel k = size - 1 - k) and
-    transformers 5 (tokenizers backend) assign the same ids.
-    """
-    sentinels = [f"<extra_id_{k}>" for k in range(extra_ids)]
-
-    def entry(content: str) -> dict[str, Any]:
-        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                "special": True}  # fmt: skip
-
-    decoder = {str(PAD_ID): entry("<pad>"), str(EOS_ID): entry("</s>"), str(UNK_ID): entry("<unk>")}
-    decoder.update({str(n_pieces + extra_ids - 1 - k): entry(s) for k, s in enumerate(sentinels)})
-    config = {
-        "added_tokens_decoder": dict(sorted(decoder.items(), key=lambda kv: int(kv[0]))),
-        "additional_special_tokens": sentinels,
-        "clean_up_tokenization_spaces": True,
-        "eos_token": "</s>",
-        "extra_ids": extra_ids,
-        "legacy": True,
-        "model_max_length": model_max_length,
-        "pad_token": "<pad>",
-        "sp_model_kwargs": {},
-        "tokenizer_class": "T5Tokenizer",
-        "unk_token": "<unk>",
-    }
-    special = {"additional_special_tokens": sentinels, "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-
-
-def load_tokenizer(path: str | Path) -> T5Tokenizer:
-    """Load a tokenizer folder and check it holds the sentencepiece vocabulary (transformers 5 can silently fall
-    back to a specials-only tokenizer when it cannot convert spiece.model)."""
-    import sentencepiece as spm
-
-    tok = T5Tokenizer.from_pretrained(str(path))
-    n_pieces = spm.SentencePieceProcessor(model_file=str(Path(path) / "spiece.model")).get_piece_size()
-    ids = tok("a cat on a blue background").input_ids
-    if len(tok) < n_pieces or UNK_ID in ids:
-        pieces = tok.convert_ids_to_tokens(ids)
-        raise ValueError(f"tokenizer at {path} lost its vocabulary: {len(tok)} tokens for {n_pieces} pieces; {pieces}")
-    return tok
-
-
-def sentinel_ids(tok: T5Tokenizer, n: int) -> list[int]:
-    """Ids of <extra_id_0> .. <extra_id_{n-1}>."""
-    return [tok.convert_tokens_to_ids(f"<extra_id_{k}>") for k in range(n)]
-
-
-# ---- span corruption (T5, Raffel et al. 2020) -------------------------------------------------------------------
-
-
-def random_spans_noise_mask(
-    length: int, noise_density: float, mean_span: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Boolean mask of `length` tokens, about noise_density of them noise, in spans of mean length mean_span.
-
-    T5's `random_spans_noise_mask`: the sequence alternates non-noise / noise spans, starting with non-noise;
-    span lengths are random partitions of the token counts.
-    """
-    if length < 2:
-        return np.zeros(length, dtype=bool)
-    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
-    num_spans = max(1, min(int(round(num_noise / mean_span)), length - num_noise))
-
-    def segments(num_items: int) -> np.ndarray:  # random partition of num_items into num_spans non-empty parts
-        first = np.arange(num_items - 1) < (num_spans - 1)
-        rng.shuffle(first)
-        ids = np.cumsum(np.concatenate([[0], first]))
-        return np.bincount(ids, minlength=num_spans)
-
-    lengths = np.stack([segments(length - num_noise), segments(num_noise)], axis=1).reshape(-1)  # keep, noise, ...
-    starts = np.zeros(length, dtype=np.int64)
-    starts[np.cumsum(lengths)[:-1]] = 1
-    return np.cumsum(starts) % 2 == 1
-
-
-def replace_spans(ids: Sequence[int], mask: np.ndarray, sentinels: Sequence[int]) -> list[int]:
-    """Replace each run of masked tokens by the next sentinel (T5's `noise_span_to_unique_sentinel`)."""
-    out, k = [], 0
-    for i, (tok, m) in enumerate(zip(ids, mask, strict=True)):
-        if not m:
-            out.append(tok)
-        elif i == 0 or not mask[i - 1]:
-            out.append(sentinels[k])
-            k += 1
-    return out
-
-
-def span_corruption(
-    ids: Sequence[int], mask: np.ndarray, sentinels: Sequence[int], eos: int = EOS_ID
-) -> tuple[list[int], list[int]]:
-    """(inputs, targets) of one example, as T5 builds them: each noise span becomes a sentinel in the input; the
-    target is the complement (each kept span becomes a sentinel), so it lists the dropped spans after their
-    sentinels. The paper's example (Raffel et al. 2020, fig. 2): "Thank you <X> me to your party <Y> week </s>"
-    -> "<X> for inviting <Y> last <Z> </s>". The mask must start with a kept token (random_spans_noise_mask's do),
-    otherwise input and target sentinels would not line up.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if len(mask) != len(ids) or (len(mask) and mask[0]):
-        raise ValueError(f"noise mask must match the {len(ids)} ids and start with a kept token, got {mask.tolist()}")
-    return replace_spans(ids, mask, sentinels) + [eos], replace_spans(ids, ~mask, sentinels) + [eos]
+# ---- batches ---------------------------------------------------------------------------------------------------
 
 
 def make_batch(
@@ -382,6 +205,26 @@ def word_identity_loss(
     target = input_ids.masked_fill((input_ids <= EOS_ID) | (input_ids >= first_special), -100)  # (B, S)
     logits = model.lm_head(encoded)  # (B, S, V)
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
+
+
+def context_invariance_loss(encoded: torch.Tensor, input_ids: torch.Tensor, first_special: int) -> torch.Tensor:
+    """The share of the visible word pieces' output variance that comes from context, in [0, 1].
+
+    For each piece id in the batch, the squared spread of its outputs around their mean, summed, over the squared
+    spread of all the outputs around their mean. 0 means every piece has one vector whatever the caption around
+    it; the DiT learns identity from such names as fast as from fixed random vectors (`scripts/identity_rule.py
+    --names-average`). Word identity alone leaves a name about a fifth context (docs/demo-model.md); this term
+    pushes that share down, against span corruption, which needs some context to place the dropped spans.
+    encoded: (B, S, D) encoder outputs; input_ids: (B, S). Pad, eos and sentinels are left out as above.
+    """
+    keep = (input_ids > EOS_ID) & (input_ids < first_special)  # (B, S)
+    h, ids = encoded[keep], input_ids[keep]  # (N, D), (N,)
+    _, piece = torch.unique(ids, return_inverse=True)  # (N,): index of each output's piece
+    sums = torch.zeros(int(piece.max()) + 1, h.shape[1], dtype=h.dtype).index_add_(0, piece, h)  # (P, D)
+    means = sums / torch.bincount(piece).unsqueeze(1)  # (P, D)
+    within = (h - means[piece]).pow(2).sum()
+    total = (h - h.mean(0)).pow(2).sum()
+    return within / total.clamp_min(1e-12)
 
 
 def encode_corpus(tok: T5Tokenizer, texts: Sequence[str]) -> list[list[int]]:
@@ -436,6 +279,7 @@ def train(
     *,
     resume: bool = False,
     stop_at: int | None = None,
+    tokenizer: str | Path | None = None,
 ) -> list[float]:
     """Train (or resume) tokenizer + T5; checkpoint and export every `cfg.save_every_min` minutes and at the end.
 
@@ -445,6 +289,8 @@ def train(
         out_dir: text_encoder/ and tokenizer/ are written here.
         resume: continue from run_dir/checkpoint.pt; without it an existing checkpoint is an error.
         stop_at: stop (and save) after this step, as if interrupted; the schedule still follows cfg.steps.
+        tokenizer: a tokenizer folder to copy to run_dir/tokenizer instead of training one (a new T5 for an
+            existing model keeps its token ids).
     Returns:
         The training loss of every step run by this call.
     """
@@ -461,7 +307,10 @@ def train(
 
     t0 = time.time()
     corpus = caption_corpus(cfg.seed, cfg.corpus_scenes, cfg.scene_sizes)
-    if state is None or not (tok_dir / "spiece.model").is_file():
+    if (state is None or not (tok_dir / "spiece.model").is_file()) and tokenizer is not None:
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        shutil.copytree(tokenizer, tok_dir)
+    elif state is None or not (tok_dir / "spiece.model").is_file():
         train_tokenizer(corpus + vocabulary_lines(), tok_dir, cfg.sp_vocab_size, cfg.extra_ids, cfg.model_max_length)
     tok = load_tokenizer(tok_dir)
     encoded = encode_corpus(tok, corpus)
@@ -520,6 +369,9 @@ def train(
             if cfg.word_identity_weight:
                 identity = word_identity_loss(model, out.encoder_last_hidden_state, batch["input_ids"], min(sentinels))
                 loss_t = loss_t + cfg.word_identity_weight * identity
+            if cfg.context_invariance_weight:
+                context = context_invariance_loss(out.encoder_last_hidden_state, batch["input_ids"], min(sentinels))
+                loss_t = loss_t + cfg.context_invariance_weight * context
             opt.zero_grad(set_to_none=True)
             loss_t.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -570,6 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.word_identity_weight,
         help="weight of the word-identity loss (each encoder output names its own piece) added to span corruption",
     )
+    p.add_argument(
+        "--context-invariance-weight",
+        type=float,
+        default=d.context_invariance_weight,
+        help="weight of the context-invariance loss (one piece, one vector whatever the caption) added as well",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="use this tokenizer folder (e.g. a shipped model's tokenizer/) instead of training one",
+    )
     p.add_argument("--vocab-size", type=int, default=d.sp_vocab_size, help="sentencepiece pieces (upper bound)")
     p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between checkpoints")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo is sized for one)")
@@ -588,8 +451,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sp_vocab_size=args.vocab_size,
         save_every_min=args.save_every_min,
         word_identity_weight=args.word_identity_weight,
+        context_invariance_weight=args.context_invariance_weight,
     )
-    return run_trainer(args, "t5_run", lambda run_dir: train(cfg, run_dir, args.out, resume=args.resume))
+    return run_trainer(
+        args, "t5_run", lambda run_dir: train(cfg, run_dir, args.out, resume=args.resume, tokenizer=args.tokenizer)
+    )
 
 
 if __name__ == "__main__":

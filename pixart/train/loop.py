@@ -269,14 +269,27 @@ class CsvLog:
 # ---- the loop ------------------------------------------------------------------------------------------------------
 
 
+def _accelerator(mixed_precision: str, *, cpu: bool):
+    """A new `Accelerator` for this run. accelerate keeps one state per process and refuses a second Accelerator
+    with another mixed precision; a process that trains several runs one after another (the demo build's stages,
+    some in bf16) drops the finished run's precision state first. The distributed setup (accelerate's
+    PartialState: process group, device) is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    previous = AcceleratorState._shared_state.get("_mixed_precision")  # accelerate's own record of it
+    if previous is not None and previous != mixed_precision:
+        logger.info("mixed precision %s -> %s: starting a new accelerator state", previous, mixed_precision)
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
 def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     """Train until `cfg.max_steps` (or `stop_after` more steps, for tests); returns the losses of the steps run."""
-    from accelerate import Accelerator
-
     cfg.validate()
     # On a machine without an accelerator, say so: accelerate then runs torchrun'd processes with gloo.
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=no_gpu)
+    accelerator = _accelerator(cfg.mixed_precision, cpu=no_gpu)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process:
         logger.info("accelerate: %s on %s, %d process(es)", accelerator.distributed_type.value, device, world)
