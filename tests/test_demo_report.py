@@ -60,6 +60,8 @@ def test_summary_has_one_column_per_report_and_the_generate_timing(tmp_path):
     assert "**0.500 (1/2)**" in text
     assert "| package, ddim 50 steps | ddim | 50 | 4.5 | 256x256 | 2 | 0.25 |" in text
     assert "3.2, 2.5" in text
+    again = write_summary(tmp_path, None).read_text()  # a run with --no-timing keeps the last timing
+    assert again == text
 
 
 def test_unknown_run_names_are_refused(tmp_path, capsys):

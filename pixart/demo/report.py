@@ -32,6 +32,7 @@ from pixart.demo.package import PACKAGE_DIR, export_for
 logger = logging.getLogger(__name__)
 
 DEMO_PROMPT = "a red apple next to a cat on a blue background"
+TIMING = "`pixart generate"  # how the summary's timing line starts
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def time_generate(package: Path, repeats: int = 3) -> list[float]:
 
 
 def write_summary(root: Path, generate: list[float] | None) -> Path:
-    """ROOT/eval/summary.md: one column per run found in ROOT/eval."""
+    """ROOT/eval/summary.md: one column per run found in ROOT/eval, and the timing of `pixart generate` (`generate`;
+    None: the timing line the summary had before, if any)."""
     from pixart.eval.run import markdown_table
 
     summaries, rows = {}, []
@@ -124,10 +126,12 @@ def write_summary(root: Path, generate: list[float] | None) -> Path:
     lines = ["# Demo model: prompt adherence (`python -m pixart.demo.report`)", "", markdown_table(summaries), ""]
     lines += ["| run | sampler | steps | cfg | size | prompts | s / image |", "|---|---|---:|---:|---|---:|---:|"]
     lines += rows
+    path = root / "eval" / "summary.md"
     if generate:
         lines += ["", f"`pixart generate \"{DEMO_PROMPT}\"` with the package's defaults, wall seconds in a fresh "
                   f"process (model load included): {', '.join(f'{t:.1f}' for t in generate)}"]  # fmt: skip
-    path = root / "eval" / "summary.md"
+    elif path.exists():  # not timed this time (--no-timing): keep the last timing
+        lines += ["", *(line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith(TIMING))]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
