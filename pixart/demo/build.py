@@ -9,7 +9,9 @@ with captions, `pixart prepare`'s cache code encodes it, `pixart train` configs 
 the transformer weak to strong (128 px -> 256 px with PE interpolation -> KV compression on the deeper half),
 and the result is packaged as a diffusers-layout folder. At 128 px the base stage is followed by a layout lesson
 (one emoji a scene, every step at high noise: `configs/demo/lesson.toml`) and a return to the full world
-(`configs/demo/full.toml`), which is how the model learns to put each object where its caption says.
+(`configs/demo/full.toml`), which is how the model learns to put each object where its caption says. The retext
+stages then fine-tune the kv stage's model to read a second T5 (`text_encoder-v2`: word identity and context
+invariance, the same tokenizer; `configs/demo/retext-*.toml`); the package still ships the kv stage.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
@@ -62,9 +64,6 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "retext-kv": ("retext-full", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2", "retext-kv": "cache-256-v2"}  # fmt: skip
-# The text encoder (and tokenizer; the VAE is the same) each DiT stage reads: the retext stages read the second T5,
-# trained with word identity and context invariance on the first one's tokenizer (docs/demo-model.md).
-EXPORT = {stage: export_for(stage) for stage in DIT_STAGES}
 TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
 # The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
 # with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
@@ -216,8 +215,8 @@ def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
     out = [
         f"output_dir={root / f'dit-{stage}'}",
         f"data.cache={root / CACHE[stage]}",
-        f"data.text_encoder={root / EXPORT[stage]}",
-        f"data.vae={root / EXPORT[stage] / 'vae'}",
+        f"data.text_encoder={root / export_for(stage)}",
+        f"data.vae={root / export_for(stage) / 'vae'}",
     ]
     if stage in PREVIOUS:
         previous, weights = PREVIOUS[stage]
