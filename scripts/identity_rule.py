@@ -7,18 +7,19 @@
     python scripts/identity_rule.py --steps 0 --init pixart/assets/demo/transformer   # a package's transformer
     python scripts/identity_rule.py --steps 0 --init W --export runs/demo/export-v2 --root /tmp/identity-v2  # 2nd T5
 
-The world: each of the 145 emoji, large (0.42 of the side) and centred, on each of the 10 palette backgrounds, at
-128², captioned as the emoji world captions it ("a large dog in the center of a red background"): 1,450 scenes,
+The world: each of the vocabulary's N emoji (50; 145 before the world's vocabulary was cut to 50), large (0.42 of
+the side) and centred, on each of the 10 palette backgrounds, at 128², captioned as the emoji world captions it
+("a large dog in the center of a red background"): 10 N scenes,
 rendered and encoded once with the demo VAE and T5 into ROOT/centre.pt. For every emoji one background (seeded) is
-held out, so the 145 held-out scenes pair an emoji with a colour it was never trained on. The caption decides the
+held out, so the N held-out scenes pair an emoji with a colour it was never trained on. The caption decides the
 whole scene, so at t = 999, where the noisy latent holds almost nothing of it, a model that reads the name draws
 that emoji, and one that does not draws the average emoji on that background.
 
 Every `--eval-every` steps, on the held-out scenes with one fixed noise, at t = 999, 700 and 500:
 - x0_rmse: RMS error of the clean estimate x̂_0 (next to `flat`, the background alone, and `mean`, the background
   plus the mean emoji of the training scenes on that background: what a model that ignores the name can do);
-- id_acc: how often the nearest (in MSE) of the 145 emoji rendered on that scene's background is the caption's
-  emoji (chance 1/145 = 0.007); `train`: the same on one training scene per emoji.
+- id_acc: how often the nearest (in MSE) of the N emoji rendered on that scene's background is the caption's
+  emoji (chance 1/N); `train`: the same on one training scene per emoji.
 
 Training is scripts/position_rule.py's (the base recipe's model, v loss, AdamW at `--lr`, 200 warm-up steps, batch
 32, bf16 autocast), with t uniform over [`--tlo`, 1000). `--text names` keeps only the caption's T5 features at the
@@ -91,11 +92,11 @@ def build_world(path: Path, export: Path) -> dict:
         features.append(f[:, :CAPTION_TOKENS].half())
         masks.append(m[:, :CAPTION_TOKENS])
     world = {
-        "latent": torch.cat(latents),  # (1450, 4, 16, 16), emoji-major
+        "latent": torch.cat(latents),  # (10 N, 4, 16, 16), emoji-major
         "caption": torch.cat(features),
         "mask": torch.cat(masks),
-        "names": torch.tensor(name_tokens),  # (1450, 2): [start, end) of the name's tokens
-        "label": torch.tensor(labels),  # (1450, 2): emoji index, background index
+        "names": torch.tensor(name_tokens),  # (10 N, 2): [start, end) of the name's tokens
+        "label": torch.tensor(labels),  # (10 N, 2): emoji index, background index
         "text": captions,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,9 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         latent, caption, mask, label = latent[rows], caption[rows], mask[rows], label[rows]
         label = torch.stack([torch.unique(label[:, 0], return_inverse=True)[1], label[:, 1]], 1)
     n_emoji, n_colour = int(label[:, 0].max()) + 1, int(label[:, 1].max()) + 1
-    table = latent.view(n_emoji, n_colour, *latent.shape[1:])  # (145, 10, 4, 16, 16)
+    table = latent.view(n_emoji, n_colour, *latent.shape[1:])  # (N, 10, 4, 16, 16)
     held_colour = torch.randint(n_colour, (n_emoji,), generator=torch.Generator().manual_seed(7))
-    held = torch.arange(n_emoji) * n_colour + held_colour  # (145,)
+    held = torch.arange(n_emoji) * n_colour + held_colour  # (N,)
     train = torch.tensor(sorted(set(range(len(latent))) - set(held.tolist())))
     model = build_model(caption.shape[-1], a.init)
     if a.reinit_text:
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     is_train = torch.ones(n_emoji, n_colour, dtype=torch.bool)
     is_train[torch.arange(n_emoji), held_colour] = False
     colour_mean = (table * is_train[..., None, None, None]).sum(0) / is_train.sum(0)[:, None, None, None]
-    x0 = latent[held]  # (145, 4, 16, 16)
+    x0 = latent[held]  # (N, 4, 16, 16)
     flat = (x0.flatten(2).median(2).values[..., None, None] - x0).pow(2).mean().sqrt().item()
     mean = (colour_mean[held_colour] - x0).pow(2).mean().sqrt().item()
     print(f"held-out scenes: flat background RMS error {flat:.3f}, background + mean emoji {mean:.3f}", flush=True)

@@ -36,7 +36,9 @@ def _scenes(n: int = 400) -> list[Scene]:
 
 def test_vocabulary_resolves_and_is_clean():
     vocab = emoji_vocab.VOCABULARY
-    assert 80 <= len(vocab) <= 150
+    assert 50 <= len(vocab) <= 200 and set(vocab) <= set(emoji_vocab.CATALOGUE)
+    catalogue = emoji_vocab.CATALOGUE
+    assert len({e.hexcode for e in catalogue}) == len({e.name for e in catalogue}) == len(catalogue)
     assert emoji_vocab.validate_assets() == emoji_vocab.openmoji_version()
     assert len({e.hexcode for e in vocab}) == len({e.name for e in vocab}) == len(vocab)
     root = emoji_vocab.openmoji_dir()

@@ -50,7 +50,7 @@ def test_real_renders_pass_every_check(seed, color, kind):
 
 
 def test_lossy_renders_pass_and_the_long_caption_checks_every_cell():
-    s = scene(6, "black")  # a tomato next to a large tent, on black: outlines vanish
+    s = scene(6, "black")  # a pizza slice next to a large crown, on black: outlines vanish
     score = score_image(lossy_round_trip(render_scene(s)), s, caption="long")
     assert score.passed, [c for c in score.checks if not c.passed]
     assert score.tally()["position"] == (2, 2)
@@ -65,17 +65,17 @@ def test_wrong_background_fails_only_the_background_check():
 
 
 def test_missing_object_fails_identity_count_and_position():
-    s = scene(1)  # a duck above a bear
-    bear_only = dataclasses.replace(s, objects=tuple(o for o in s.objects if o.name == "bear"))
-    score = score_image(render_scene(bear_only), s)
+    s = scene(1)  # a butterfly above a cat
+    cat_only = dataclasses.replace(s, objects=tuple(o for o in s.objects if o.name == "cat"))
+    score = score_image(render_scene(cat_only), s)
     assert failed(score) == {"identity", "count", "position"}
-    assert [c.subject for c in score.checks if not c.passed and c.category == "identity"] == ["duck"]
+    assert [c.subject for c in score.checks if not c.passed and c.category == "identity"] == ["butterfly"]
 
 
 def test_moved_object_fails_position_only():
-    s = scene(8)  # a large bee at the top right
-    (bee,) = s.objects
-    moved = dataclasses.replace(bee, x=SIZE // 4, y=3 * SIZE // 4, position="bottom left")
+    s = scene(8)  # a large snail at the top right
+    (snail,) = s.objects
+    moved = dataclasses.replace(snail, x=SIZE // 4, y=3 * SIZE // 4, position="bottom left")
     score = score_image(render_scene(dataclasses.replace(s, objects=(moved,))), s)
     assert failed(score) == {"position"}
     (check,) = [c for c in score.checks if c.category == "position"]
@@ -83,7 +83,7 @@ def test_moved_object_fails_position_only():
 
 
 def test_swapped_pair_fails_the_relation():
-    s = scene(1)  # the owl is above the bear
+    s = scene(1)  # the butterfly is above the cat
     a, b = s.objects
     swapped = (dataclasses.replace(a, x=b.x, y=b.y), dataclasses.replace(b, x=a.x, y=a.y))
     score = score_image(render_scene(dataclasses.replace(s, objects=swapped)), s)
@@ -91,7 +91,7 @@ def test_swapped_pair_fails_the_relation():
 
 
 def test_one_of_two_fails_count_only():
-    s = scene(0)  # two small tangerines
+    s = scene(0)  # two small pineapples
     score = score_image(render_scene(dataclasses.replace(s, objects=s.objects[:1])), s)
     assert failed(score) == {"count"}
     (check,) = [c for c in score.checks if c.category == "count"]
@@ -103,10 +103,10 @@ def test_one_of_two_fails_count_only():
 
 def test_position_claims_follow_the_caption():
     single, pair, group = scene(8), scene(1), scene(0)
-    assert position_claims(single) == [("cell", "bee", "top right")]
-    assert "above" in short_caption(pair) and position_claims(pair) == [("relation", "duck", "above", "bear")]
-    assert position_claims(group) == []  # "two small tangerines" says nothing about where
-    assert position_claims(group, "long") == [("cell", "tangerine", "top left"), ("cell", "tangerine", "top")]
+    assert position_claims(single) == [("cell", "snail", "top right")]
+    assert "above" in short_caption(pair) and position_claims(pair) == [("relation", "butterfly", "above", "cat")]
+    assert position_claims(group) == []  # "two small pineapples" says nothing about where
+    assert position_claims(group, "long") == [("cell", "pineapple", "top left"), ("cell", "pineapple", "top")]
     with pytest.raises(ValueError, match="caption"):
         position_claims(single, "medium")
 
