@@ -29,10 +29,16 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     trained = json.loads((tmp_path / "root" / "dit-lesson" / "config.json").read_text())
     assert trained["timestep_high_fraction"] == 1.0 and trained["data"]["long_caption_ratio"] == 0.0
     assert trained["model"]["init_from"].endswith("dit-base/final-raw.safetensors")
-    # The retext stages start from the kv stage and read the second text encoder, trained on the first's tokenizer.
-    retext = json.loads((tmp_path / "root" / "dit-retext-lesson" / "config.json").read_text())
-    assert retext["model"]["init_from"].endswith("dit-kv/final.safetensors")
-    assert retext["data"]["text_encoder"].endswith("export-v2") and retext["data"]["cache"].endswith("lesson-v2")
+    # The retext stages start from the kv stage and read the second text encoder, trained on the first's tokenizer:
+    # the identity lesson (one large emoji in the middle) first, then the one-object lesson.
+    retext = json.loads((tmp_path / "root" / "dit-retext-centre" / "config.json").read_text())
+    assert retext["model"]["init_from"].endswith("dit-kv/final.safetensors") and retext["timestep_high_fraction"] == 0
+    assert retext["data"]["text_encoder"].endswith("export-v2") and retext["data"]["cache"].endswith("centre-v2")
+    centre = [json.loads(line)["scene"] for line in (tmp_path / "root" / "data-centre" / "metadata.jsonl").open()]
+    assert centre and all([o["position"] for o in scene["objects"]] == ["center"] for scene in centre)
+    lesson2 = json.loads((tmp_path / "root" / "dit-retext-lesson" / "config.json").read_text())
+    assert lesson2["model"]["init_from"].endswith("dit-retext-centre/final-raw.safetensors")
+    assert lesson2["data"]["cache"].endswith("lesson-v2")
     v2 = json.loads((tmp_path / "root" / "text_encoder-v2" / "train_config.json").read_text())
     assert v2["word_identity_weight"] == v2["context_invariance_weight"] == 1.0
     root = tmp_path / "root"
@@ -115,6 +121,7 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
         "full": [],
         "hires": ["batch_size=4"],
         "kv": [],
+        "retext-centre": [],
         "retext-lesson": [],
         "retext-full": [],
         "retext-kv": ["lr=1e-4"],
@@ -145,6 +152,34 @@ def test_the_base_stage_resumes_in_segments_with_their_settings(tmp_path, monkey
     runs.clear()
     build.stage_train(tmp_path, "lesson", smoke=False)
     assert runs == [(1500, 1.0, "no")]
+
+
+def test_a_carried_stage_is_restored_instead_of_trained(tmp_path):
+    import torch
+
+    import pixart.demo.build as build
+    from pixart.checkpoint import load_transformer, save_transformer
+    from pixart.model import PixArtSigma
+    from tests.conftest import randomize, tiny_config
+
+    run = tmp_path / "dit-lesson"
+    run.mkdir()
+    model = randomize(PixArtSigma(tiny_config()), 0)
+    save_transformer(model, run / "final-raw.safetensors")
+    assert build.main(["--root", str(tmp_path), "--carry", "lesson"]) == 0
+    (run / "final-raw.safetensors").unlink()
+    (tmp_path / "lesson.done").write_text("{}")
+    ran = []
+    build._timed(tmp_path, "lesson", lambda: ran.append(1))
+    assert ran == []  # restored, not trained
+    restored = load_transformer(run / "final.safetensors", dtype=torch.float32)
+    assert load_transformer(run / "final-raw.safetensors").cfg == model.cfg
+    for (name, a), b in zip(model.state_dict().items(), restored.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a.half().float(), msg=name)
+    (run / "final.safetensors").unlink()
+    (run / build.CARRY).unlink()
+    build._timed(tmp_path, "lesson", lambda: ran.append(2))  # nothing carried: trained again
+    assert ran == [2]
 
 
 def test_a_done_stage_whose_outputs_are_missing_runs_again(tmp_path):

@@ -207,6 +207,8 @@ def test_export_writes_parses_back_and_resumes(tmp_path):
         (lambda d: export_dataset(d, 2, categories=["robots"]), "robots"),
         (lambda d: export_dataset(d, 2, seed=-1), "-1"),
         (lambda d: export_dataset(d, 2, max_objects=4), "4"),
+        (lambda d: export_dataset(d, 2, centred=True), "max_objects must be 1"),
+        (lambda d: sample_scene(0, 256, 256, centred=True), "max_objects must be 1"),
         (lambda d: sample_scene(0, 256, 256, colors=["red", "mauve"]), "mauve"),
         (lambda d: emoji.parse_sizes("256by256"), "256by256"),
     ],
@@ -230,6 +232,26 @@ def test_export_with_one_object_a_scene(tmp_path):
     assert max(len(json.loads(line)["scene"]["objects"]) for line in (three / "metadata.jsonl").open()) > 1
     with pytest.raises(ValueError, match="other settings"):
         export_dataset(out, 12, seed=5, sizes=[(96, 96)])
+
+
+def test_centred_scenes_hold_one_large_emoji_in_the_middle(tmp_path):
+    out = tmp_path / "centre"
+    export_dataset(out, 12, seed=3, sizes=[(128, 128), (160, 96)], max_objects=1, centred=True)
+    lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    for line in lines:
+        scene = Scene.from_dict(line["scene"])
+        (obj,) = scene.objects
+        assert (obj.x, obj.y, obj.position, obj.size_word) == (scene.width // 2, scene.height // 2, "center", "large")
+        assert obj.size == round(0.42 * min(scene.width, scene.height))
+        article = "an" if scene.background[0] in "aeiou" else "a"
+        assert line["caption"] == f"a large {obj.name} in the center of {article} {scene.background} background"
+    assert len({line["scene"]["objects"][0]["name"] for line in lines}) > 6  # the emoji still vary
+    assert json.loads((out / "dataset.json").read_text())["centred"] is True
+    # Same draws as the one-object world: the same emoji and background, only placed and sized differently.
+    for seed in range(10):
+        plain = sample_scene(seed, 128, 128, max_objects=1)
+        centred = sample_scene(seed, 128, 128, max_objects=1, centred=True)
+        assert (plain.background, plain.objects[0].name) == (centred.background, centred.objects[0].name)
 
 
 def test_colour_and_category_filters():

@@ -192,16 +192,21 @@ def sample_scene(
     colors: Sequence[str] | None = None,
     categories: Sequence[str] | None = None,
     max_objects: int = 3,
+    centred: bool = False,
 ) -> Scene:
     """Draw a scene of the given image size: background, 1..max_objects emoji, their sizes and positions.
 
     `rng` is a seed (recorded in the scene) or a numpy Generator. Objects are 1-3 distinct emoji kinds, with
     one kind possibly repeated ("two cats"). When a layout does not fit (narrow images, large objects) the
-    objects are shrunk, then dropped, so the record always describes what is drawn.
+    objects are shrunk, then dropped, so the record always describes what is drawn. `centred` (with
+    `max_objects=1`): the one emoji is large and in the middle ("a large cat in the center of a red background"),
+    the world in which only which emoji it is varies with the caption, besides the background.
     """
     ((width, height),) = check_sizes([(width, height)])
     if not 1 <= max_objects <= 3:
         raise ValueError(f"max_objects must be 1, 2 or 3, got {max_objects!r}")
+    if centred and max_objects != 1:
+        raise ValueError(f"centred scenes hold one emoji: max_objects must be 1, got {max_objects!r}")
     names, entries = palette_for(colors), entries_for(categories)
     validate_assets()
     seed = int(rng) if isinstance(rng, int | np.integer) else None
@@ -219,6 +224,13 @@ def sample_scene(
     kinds = [entries[int(i)] for i in gen.choice(len(entries), size=len(kind_counts), replace=False)]
     size_words = [str(w) for w in gen.choice(list(SIZE_FRACTIONS), size=len(kinds), p=[0.3, 0.4, 0.3])]
 
+    if centred:  # the same draws as any one-emoji scene, then the object large and in the middle
+        (kind,) = kinds
+        x, y, side = width // 2, height // 2, max(8, round(SIZE_FRACTIONS["large"] * min(width, height)))
+        obj = SceneObject(
+            kind.name, kind.hexcode, kind.category, x, y, side, "large", position_of(x, y, width, height)
+        )
+        return Scene(width, height, background, PALETTE[background], (obj,), seed)
     instances = [(k, w) for k, w, c in zip(kinds, size_words, kind_counts, strict=True) for _ in range(c)]
     while True:
         sizes = [max(8, round(SIZE_FRACTIONS[w] * min(width, height))) for _, w in instances]
@@ -393,13 +405,15 @@ def export_dataset(
     colors: Sequence[str] | None = None,
     categories: Sequence[str] | None = None,
     max_objects: int = 3,
+    centred: bool = False,
 ) -> ExportSummary:
     """Write scenes 0..n-1 as `NNNNNN.png` + `NNNNNN.txt` (short caption) and `metadata.jsonl`.
 
     Each metadata line is {"path", "caption", "long_caption", "width", "height", "scene"}. Resumable: every file is
     written to a temp name and moved into place with os.replace, so a file that exists is complete; images already
     present with the right size are not re-rendered, and `metadata.jsonl` is rewritten whole (atomically) at the end.
-    `max_objects` < 3 draws fewer emoji per scene (1: every scene holds one; a simpler world to learn layout on).
+    `max_objects` < 3 draws fewer emoji per scene (1: every scene holds one; a simpler world to learn layout on);
+    `centred` (with `max_objects=1`) puts that one large in the middle (the world to learn identity on).
     The settings are kept in `dataset.json`; re-running a folder with different settings raises ValueError. A second
     run with the same settings touches no file; a larger `n` extends the dataset.
     """
@@ -410,6 +424,8 @@ def export_dataset(
     entries_for(categories)
     if max_objects not in (1, 2, 3):
         raise ValueError(f"max_objects must be 1, 2 or 3, got {max_objects!r}")
+    if centred and max_objects != 1:
+        raise ValueError(f"centred scenes hold one emoji: max_objects must be 1, got {max_objects!r}")
     openmoji = validate_assets()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,6 +440,8 @@ def export_dataset(
     }
     if max_objects != 3:  # only when set, so folders exported before the option still match their settings
         settings["max_objects"] = int(max_objects)
+    if centred:
+        settings["centred"] = True
     manifest = out / "dataset.json"
     if manifest.is_file() and json.loads(manifest.read_text()) != settings:
         raise ValueError(f"{out} holds a dataset made with other settings ({manifest}); use a new folder")
@@ -435,7 +453,13 @@ def export_dataset(
     for i in range(n):
         width, height = sizes[i % len(sizes)]
         scene = sample_scene(
-            scene_seed(seed, i), width, height, colors=colors, categories=categories, max_objects=max_objects
+            scene_seed(seed, i),
+            width,
+            height,
+            colors=colors,
+            categories=categories,
+            max_objects=max_objects,
+            centred=centred,
         )
         stem, caption = f"{i:0{digits}d}", short_caption(scene)
         png = out / f"{stem}.png"
@@ -483,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated emoji categories (default: all of {', '.join(CATEGORIES)})",
     )
     add("--max-objects", type=int, default=3, choices=(1, 2, 3), help="at most this many emoji a scene (default: 3)")
+    add("--centred", action="store_true", help="one emoji a scene, large and in the middle (needs --max-objects 1)")
     levels = ("DEBUG", "INFO", "WARNING", "ERROR")
     add("--log-level", default="INFO", type=str.upper, choices=levels, help="logging level (default: INFO)")
     return p
@@ -505,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             colors=_split(args.colors),
             categories=_split(args.categories),
             max_objects=args.max_objects,
+            centred=args.centred,
         )
     except (ValueError, LookupError, ImportError) as e:
         logger.error("%s", e)

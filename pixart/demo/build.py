@@ -11,12 +11,16 @@ and the result is packaged as a diffusers-layout folder. At 128 px the base stag
 (one emoji a scene, every step at high noise: `configs/demo/lesson.toml`) and a return to the full world
 (`configs/demo/full.toml`), which is how the model learns to put each object where its caption says. The retext
 stages then fine-tune the kv stage's model to read a second T5 (`text_encoder-v2`: word identity and context
-invariance, the same tokenizer; `configs/demo/retext-*.toml`); the package still ships the kv stage.
+invariance, the same tokenizer; `configs/demo/retext-*.toml`), first on one large emoji in the middle of the
+picture (`data-centre`: the identity lesson), then the one-object and full worlds; the package still ships the kv
+stage.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
-cheap and always redone). To lengthen a finished DiT stage, raise `max_steps` in its config and delete its .done
-file: it trains on from its last checkpoint. `--set STAGE.KEY=VALUE` overrides a DiT stage's config for this run
+cheap and always redone). A DiT stage's weights are not committed, but `--carry STAGE` writes them in fp16 as
+dit-STAGE/carry-fp16.safetensors, to commit: a fresh clone restores such a stage from it instead of training it
+again. To lengthen a finished DiT stage, raise `max_steps` in its config and delete its .done file: it trains on
+from its last checkpoint. `--set STAGE.KEY=VALUE` overrides a DiT stage's config for this run
 (e.g. a bigger batch on a GPU). Wall times are appended to ROOT/build-times.jsonl.
 """
 
@@ -48,6 +52,9 @@ STAGES = (
     "hires",
     "kv",
     "text_encoder-v2",
+    "data-centre",
+    "cache-centre-v2",
+    "retext-centre",
     "cache-lesson-v2",
     "retext-lesson",
     "cache-128-v2",
@@ -56,14 +63,16 @@ STAGES = (
     "retext-kv",
     "package",
 )
-DIT_STAGES = ("base", "lesson", "full", "hires", "kv", "retext-lesson", "retext-full", "retext-kv")
+DIT_STAGES = ("base", "lesson", "full", "hires", "kv", "retext-centre", "retext-lesson", "retext-full", "retext-kv")
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
 PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires": ("full", "final"),
-            "kv": ("hires", "final"), "retext-lesson": ("kv", "final"), "retext-full": ("retext-lesson", "final-raw"),
+            "kv": ("hires", "final"), "retext-centre": ("kv", "final"),
+            "retext-lesson": ("retext-centre", "final-raw"), "retext-full": ("retext-lesson", "final-raw"),
             "retext-kv": ("retext-full", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
-         "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2", "retext-kv": "cache-256-v2"}  # fmt: skip
+         "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
+         "retext-kv": "cache-256-v2"}  # fmt: skip
 TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
 # The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
 # with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
@@ -80,8 +89,8 @@ BASE_SEGMENTS = (
 # (width, height) of the exported scenes: the exact bucket sizes of each stage's table, so no crop cuts an emoji.
 SIZES_128 = ((128, 128), (160, 96), (96, 160), (144, 112), (112, 144))
 SIZES_256 = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
-SCENES = {"data-128": 12000, "data-256": 4000, "data-lesson": 3000}
-SMOKE_SCENES = {"data-128": 24, "data-256": 12, "data-lesson": 12}
+SCENES = {"data-128": 12000, "data-256": 4000, "data-lesson": 3000, "data-centre": 2000}
+SMOKE_SCENES = {"data-128": 24, "data-256": 12, "data-lesson": 12, "data-centre": 12}
 
 
 def _outputs(stage: str) -> list[str]:
@@ -105,6 +114,8 @@ def _timed(root: Path, stage: str, fn, *args) -> None:
     missing = [name for name in _outputs(stage) if not (root / name).exists()]
     if done.exists() and stage != "package" and not missing:
         logger.info("stage %s: done earlier (%s), skipping; delete that file to redo it", stage, done)
+        return
+    if done.exists() and missing and restore_carry(root, stage):
         return
     if done.exists() and missing:
         logger.info("stage %s: %s says done but %s is missing (a fresh clone?): running it", stage, done, missing[0])
@@ -134,6 +145,17 @@ def stage_data_lesson(root: Path, smoke: bool) -> None:
 
     counts = SMOKE_SCENES if smoke else SCENES
     export_dataset(root / "data-lesson", counts["data-lesson"], seed=2, sizes=((128, 128),), max_objects=1)
+
+
+def stage_data_centre(root: Path, smoke: bool) -> None:
+    """The identity lesson's world: one large emoji in the middle of a square 128 px scene (seed 3), so that
+    only the emoji and the background change with the caption."""
+    from pixart.data.emoji import export_dataset
+
+    counts = SMOKE_SCENES if smoke else SCENES
+    export_dataset(
+        root / "data-centre", counts["data-centre"], seed=3, sizes=((128, 128),), max_objects=1, centred=True
+    )
 
 
 def stage_text_encoder(root: Path, smoke: bool) -> None:
@@ -317,6 +339,38 @@ def export_latest(run_dir: Path, dst: Path, *, ema: bool = True) -> int:
     return ckpt["state"].step
 
 
+CARRY = "carry-fp16.safetensors"  # a DiT stage's final raw weights in fp16, small enough to commit (~18 MB)
+
+
+def write_carry(root: Path, stage: str) -> Path:
+    """dit-STAGE/carry-fp16.safetensors from the stage's final raw weights: committed when a later session must go on
+    from a stage whose checkpoints a fresh clone will not have (`--carry STAGE`)."""
+    import torch
+
+    from pixart.checkpoint import load_transformer, save_transformer
+
+    run_dir = root / f"dit-{stage}"
+    return save_transformer(load_transformer(run_dir / "final-raw.safetensors", dtype=torch.float16), run_dir / CARRY)
+
+
+def restore_carry(root: Path, stage: str) -> bool:
+    """On a fresh clone, a finished DiT stage whose weights were carried gets its final.safetensors and
+    final-raw.safetensors back from dit-STAGE/carry-fp16.safetensors (fp32 again; the EMA is not carried, so both
+    are the raw weights). Returns whether it did."""
+    import torch
+
+    from pixart.checkpoint import load_transformer, save_transformer
+
+    carry = root / f"dit-{stage}" / CARRY
+    if stage not in DIT_STAGES or not carry.exists():
+        return False
+    model = load_transformer(carry, dtype=torch.float32)
+    for name in ("final-raw.safetensors", "final.safetensors"):
+        save_transformer(model, carry.with_name(name))
+    logger.info("stage %s: weights restored from %s (the carried fp16 raw weights)", stage, carry)
+    return True
+
+
 def _config_json(run_dir: Path) -> str:
     """The model config stored in the newest checkpoint of a run."""
     from safetensors import safe_open
@@ -344,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DIT_STAGES,
         help="instead of building: write ROOT/dit-STAGE/latest.safetensors from that run's newest checkpoint "
         "(EMA weights), e.g. to `pixart eval` a run in progress",
+    )
+    p.add_argument(
+        "--carry",
+        metavar="STAGE",
+        choices=DIT_STAGES,
+        help="instead of building: write ROOT/dit-STAGE/carry-fp16.safetensors from that stage's final raw weights, "
+        "to commit; a fresh clone then restores the stage from it instead of training it again",
     )
     p.add_argument(
         "--package-from",
@@ -395,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dst.with_suffix(".json").write_text(json.dumps({"step": step}) + "\n")
         logger.info("wrote %s (step %d)", dst, step)
         return 0
+    if args.carry:
+        logger.info("wrote %s", write_carry(root, args.carry))
+        return 0
     steps = {
         "data": lambda: stage_data(root, args.smoke),
         "text_encoder": lambda: stage_text_encoder(root, args.smoke),
@@ -404,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-lesson": lambda: stage_cache(root, args.smoke, 128, name="lesson"),
         "cache-256": lambda: stage_cache(root, args.smoke, 256),
         "text_encoder-v2": lambda: stage_text_encoder_v2(root, args.smoke),
+        "data-centre": lambda: stage_data_centre(root, args.smoke),
+        "cache-centre-v2": lambda: stage_cache(root, args.smoke, 128, name="centre", version="-v2"),
         "cache-lesson-v2": lambda: stage_cache(root, args.smoke, 128, name="lesson", version="-v2"),
         "cache-128-v2": lambda: stage_cache(root, args.smoke, 128, version="-v2"),
         "cache-256-v2": lambda: stage_cache(root, args.smoke, 256, version="-v2"),

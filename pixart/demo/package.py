@@ -93,12 +93,14 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 """
 STAGE_NOTE = {
     "retext-kv": "\nThe transformer is the v5 recipe's final stage (256 px, KV compression (conv, 2x) on blocks 4-7) "
-    "retrained to read a second text encoder (word identity, context invariance): 128 px one-object lesson, full "
-    "world, then 256 px.\n",
+    "retrained to read a second text encoder (word identity, context invariance): 128 px identity lesson (one large "
+    "emoji in the middle), one-object lesson, full world, then 256 px.\n",
     "retext-full": "\nThe transformer reads the second text encoder, at 128 px (full world): its 256 px stage has "
     "not been run yet.\n",
     "retext-lesson": "\nThe transformer reads the second text encoder, at 128 px (one-object lesson): the recipe has "
     "not finished yet.\n",
+    "retext-centre": "\nThe transformer reads the second text encoder, at 128 px (identity lesson: one large emoji "
+    "in the middle): the recipe has not finished yet.\n",
     "kv": "\nThe transformer is the final stage: 256 px, KV compression (conv, 2x) on blocks 4-7.\n",
     "hires": "\nThe transformer is stage 2 of 3 (256 px, no KV compression): the recipe has not finished yet.\n",
     "full": "\nThe transformer is stage 1 of 3 (128 px, after the layout lesson): the 256 px and KV stages have not "
