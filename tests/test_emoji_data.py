@@ -17,7 +17,6 @@ from pixart.data import emoji, emoji_vocab  # noqa: E402
 from pixart.data.emoji import (  # noqa: E402
     MAX_OVERLAP,
     PALETTE,
-    POSITIONS,
     Scene,
     export_dataset,
     long_caption,
@@ -25,6 +24,7 @@ from pixart.data.emoji import (  # noqa: E402
     sample_scene,
     short_caption,
 )
+from pixart.data.emoji_vocab import POSITIONS  # noqa: E402
 
 SIZES = [(256, 256), (192, 320), (320, 192), (128, 128), (64, 256), (32, 32)]
 NUMBER = {2: "two", 3: "three"}
