@@ -6,6 +6,7 @@ Slow (minutes on 2 cores): run with `pytest --runslow tests/test_demo_build.py`.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,11 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     lesson2 = json.loads((tmp_path / "root" / "dit-retext-lesson" / "config.json").read_text())
     assert lesson2["model"]["init_from"].endswith("dit-retext-centre/final-raw.safetensors")
     assert lesson2["data"]["cache"].endswith("lesson-v2")
+    mix = json.loads((tmp_path / "root" / "dit-retext-mix" / "config.json").read_text())  # three worlds at once
+    assert mix["model"]["init_from"].endswith("dit-retext-full/final-raw.safetensors")
+    assert [Path(c).name for c in [mix["data"]["cache"], *mix["data"]["mix"]]] == [
+        "cache-128-v2", "cache-lesson-v2", "cache-centre-v2"
+    ] and mix["data"]["mix_repeats"] == [1, 2]  # fmt: skip
     v2 = json.loads((tmp_path / "root" / "text_encoder-v2" / "train_config.json").read_text())
     assert v2["word_identity_weight"] == v2["context_invariance_weight"] == 1.0
     root = tmp_path / "root"
@@ -124,6 +130,7 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
         "retext-centre": [],
         "retext-lesson": [],
         "retext-full": [],
+        "retext-mix": [],
         "retext-kv": ["lr=1e-4"],
     }
 
@@ -164,10 +171,16 @@ def test_a_carried_stage_is_restored_instead_of_trained(tmp_path):
 
     run = tmp_path / "dit-lesson"
     run.mkdir()
+    # What is carried is what the next stage reads: the full stage starts from the lesson's EMA ("final")
+    assert [build.carried_weights(s) for s in ("lesson", "retext-lesson", "retext-mix", "retext-kv")] == [
+        "final", "final-raw", "final", "final-raw"
+    ]  # fmt: skip
     model = randomize(PixArtSigma(tiny_config()), 0)
-    save_transformer(model, run / "final-raw.safetensors")
+    save_transformer(model, run / "final.safetensors")
+    save_transformer(randomize(PixArtSigma(tiny_config()), 1), run / "final-raw.safetensors")
     assert build.main(["--root", str(tmp_path), "--carry", "lesson"]) == 0
     (run / "final-raw.safetensors").unlink()
+    (run / "final.safetensors").unlink()
     (tmp_path / "lesson.done").write_text("{}")
     ran = []
     build._timed(tmp_path, "lesson", lambda: ran.append(1))

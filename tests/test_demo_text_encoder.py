@@ -16,6 +16,8 @@ from pixart.demo.text_encoder import (
     caption_corpus,
     context_invariance_loss,
     make_batch,
+    neighbour_heads,
+    neighbour_loss,
     t5_config,
     train,
     word_identity_loss,
@@ -173,6 +175,39 @@ def test_context_invariance_and_given_tokenizer_are_used_and_saved(tmp_path, tok
     assert saved["context_invariance_weight"] == 1.0
     for name in ("spiece.model", "tokenizer_config.json"):  # the given tokenizer, not a newly trained one
         assert (tmp_path / "out-w" / "tokenizer" / name).read_bytes() == (tokenizer_dir / name).read_bytes()
+
+
+def test_neighbour_loss_asks_each_word_piece_for_its_neighbours():
+    ids = torch.tensor([[5, 6, 7, 90, 8, 1, 0]])  # words 5 6 7, sentinel 90, word 8, eos, pad
+    hidden = torch.eye(7).unsqueeze(0)  # (1, 7, 7): position i's output is one-hot i
+    heads = torch.nn.ModuleList(torch.nn.Linear(7, 100, bias=False) for _ in (-1, 1))
+    with torch.no_grad():  # a head that knows the answers: position i -> the piece before / after it, logit 50
+        for head, k in zip(heads, (-1, 1), strict=True):
+            head.weight.zero_()
+            for i in range(7):
+                if 0 <= i + k < 7:
+                    head.weight[ids[0, i + k], i] = 50.0
+    assert neighbour_loss(heads, (-1, 1), hidden, ids, first_special=80) < 1e-6
+    # The pairs asked: (5->6, 6->7) forward and (6->5, 7->6) backward; 7->sentinel, 8->eos and the rest are not.
+    with torch.no_grad():
+        heads[1].weight[90, 2] = heads[1].weight[1, 4] = 100.0  # wrong answers where nothing is asked change nothing
+    assert neighbour_loss(heads, (-1, 1), hidden, ids, first_special=80) < 1e-6
+    with torch.no_grad():
+        heads[1].weight[7, 1] = 0.0  # 6 no longer names its successor 7: that pair's loss is log(V)-ish
+    expected = (0.0 + torch.log(torch.tensor(100.0)).item() / 2) / 2  # forward: mean of (0, log 100); backward: 0
+    assert abs(neighbour_loss(heads, (-1, 1), hidden, ids, first_special=80).item() - expected) < 1e-3
+
+
+def test_neighbour_weight_trains_heads_that_resume(tmp_path):
+    cfg = tiny_cfg(neighbour_weight=1.0)
+    assert len(neighbour_heads(cfg, 50)) == len(cfg.neighbour_offsets) == 4
+    plain = train(tiny_cfg(), tmp_path / "plain", tmp_path / "out-plain")
+    full = train(cfg, tmp_path / "a", tmp_path / "a_out")
+    assert full[0] > plain[0]  # the same first batch and weights, plus a positive cross-entropy
+    first = train(cfg, tmp_path / "b", tmp_path / "b_out", stop_at=2)
+    rest = train(cfg, tmp_path / "b", tmp_path / "b_out", resume=True)
+    np.testing.assert_allclose(first + rest, full, rtol=1e-5)  # the heads come back with the checkpoint
+    assert json.loads((tmp_path / "a" / "train_config.json").read_text())["neighbour_weight"] == 1.0
 
 
 def test_resume_matches_uninterrupted_run_and_export_loads(tmp_path):

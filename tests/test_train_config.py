@@ -37,6 +37,9 @@ def test_yaml(tmp_path):
         (["optim=3"], "optim: expected a section"),
         (["lr"], "expected key=value"),
         (["batch_size=6", "grad_accum=4"], "batch_size=6 must be divisible by grad_accum=4"),
+        (['data.mix=["b", "c"]', "data.mix_repeats=[2]"], "needs one count per data.mix cache"),
+        (['data.mix=["b"]', "data.mix_repeats=[0]"], "every count must be >= 1"),
+        (["data.cache=", "data.path=x", 'data.mix=["b"]'], "data.mix needs data.cache"),
     ],
 )
 def test_bad_configs_fail_with_the_key(overrides, message):

@@ -2,7 +2,8 @@
 
 Training draws each sample's latent afresh from the stored VAE posterior (mean + std * noise, the noise seeded
 by seed, epoch and index, so a resumed run sees the same latents) and pads the stored caption features back to
-the model's caption length.
+the model's caption length. Several caches can be trained on as one (`MixedCachedDataset`: data.mix), each
+repeated a set number of times an epoch.
 """
 
 from __future__ import annotations
@@ -123,12 +124,16 @@ class CachedDataset(Dataset):
         return self._handles[number]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.sample(index, index)
+
+    def sample(self, index: int, stream: int) -> dict[str, Any]:
+        """Sample `index`, its latent noise and caption choice drawn from the random streams of sample `stream`."""
         shard, row, key, height, width, has_long, _ = self.entries[index]
         f = self._shard(shard)
         mean, std = f.get_tensor(f"{row}.mean").float(), f.get_tensor(f"{row}.std").float()  # (C, h, w)
-        noise = torch.randn(mean.shape, generator=sample_generator(self.seed, self.epoch, index, STREAM_NOISE))
+        noise = torch.randn(mean.shape, generator=sample_generator(self.seed, self.epoch, stream, STREAM_NOISE))
         latent = (mean + std * noise - self.shift_factor) * self.scaling_factor  # (C, h, w)
-        long = use_long_caption(has_long, self.long_caption_ratio, self.seed, self.epoch, index)
+        long = use_long_caption(has_long, self.long_caption_ratio, self.seed, self.epoch, stream)
         name = f"{row}.long" if long else f"{row}.text"
         features, mask = f.get_tensor(name), f.get_tensor(f"{name}_mask")  # (n, D), (n,)
         caption = torch.zeros(self.max_tokens, features.shape[-1], dtype=self.dtype)  # (L, D)
@@ -142,9 +147,76 @@ class CachedDataset(Dataset):
             "bucket": key,
             "size": self.bins[key],
             "orig_size": (height, width),
-            "index": index,
+            "index": stream,
             "long": long,
         }
+
+
+class MixedCachedDataset(Dataset):
+    """Several feature caches trained on as one dataset: each appears `repeats` times in an epoch.
+
+    Args:
+        parts: (cache, repeats) pairs; the caches must come from the same text encoder and VAE (their configs'
+            hashes, scaling and shift factors), caption length and bucket table, so that their samples can share a
+            batch. A cache repeated n times contributes n copies of each sample an epoch, each with its own latent
+            noise and caption choice (the streams of its index in the mixture).
+
+    The mixture's index space is the caches one after another, each repeated in place; `bucket_keys`, `set_epoch`
+    and the samples are those of `CachedDataset`, so the bucket sampler and the loop need nothing else.
+    """
+
+    def __init__(self, parts: Sequence[tuple[CachedDataset, int]]) -> None:
+        if not parts:
+            raise ValueError("a cache mixture needs at least one cache")
+        first = parts[0][0]
+        for dataset, repeats in parts:
+            if int(repeats) < 1:
+                raise ValueError(f"{dataset.cache_dir}: repeats={repeats}, must be >= 1")
+            ours, ref = dataset.settings, first.settings
+            for what, mine, theirs in (
+                ("text encoder", _fingerprint(ours["text_encoder"]), _fingerprint(ref["text_encoder"])),
+                ("VAE", _fingerprint(ours["vae"]), _fingerprint(ref["vae"])),
+                ("max_tokens", dataset.max_tokens, first.max_tokens),
+                ("bucket table", dataset.bins, first.bins),
+            ):
+                if mine != theirs:
+                    raise ValueError(
+                        f"{dataset.cache_dir} and {first.cache_dir} differ in their {what}; a mixture's caches must "
+                        "be prepared with the same text encoder, VAE, max_tokens and resolution"
+                    )
+        self.parts = [(dataset, int(repeats)) for dataset, repeats in parts]
+        self.bins, self.max_tokens, self.settings = first.bins, first.max_tokens, first.settings
+        self.starts: list[int] = []  # index of each part's first sample in the mixture
+        total = 0
+        for dataset, repeats in self.parts:
+            self.starts.append(total)
+            total += len(dataset) * repeats
+        self.length = total
+
+    def __len__(self) -> int:
+        return self.length
+
+    def bucket_keys(self) -> list[str]:
+        return [key for dataset, repeats in self.parts for key in dataset.bucket_keys() * repeats]
+
+    def set_epoch(self, epoch: int) -> None:
+        for dataset, _ in self.parts:
+            dataset.set_epoch(epoch)
+
+    def summary(self) -> str:
+        return "; ".join(f"{d.cache_dir} x{r}: {d.summary()}" for d, r in self.parts) + f"; {len(self)} in all"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for a mixture of {self.length} samples")
+        part = max(i for i, start in enumerate(self.starts) if start <= index)
+        dataset, _ = self.parts[part]
+        return dataset.sample((index - self.starts[part]) % len(dataset), index)
+
+
+def _fingerprint(settings: Mapping[str, Any]) -> tuple:
+    """What identifies an encoder in a cache's settings: its config hash and (for a VAE) its latent scaling."""
+    return (settings.get("config_sha256"), settings.get("scaling_factor"), settings.get("shift_factor"))
 
 
 def collate_cached(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

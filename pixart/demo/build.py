@@ -12,16 +12,17 @@ and the result is packaged as a diffusers-layout folder. At 128 px the base stag
 (`configs/demo/full.toml`), which is how the model learns to put each object where its caption says. The retext
 stages then fine-tune the kv stage's model to read a second T5 (`text_encoder-v2`: word identity and context
 invariance, the same tokenizer; `configs/demo/retext-*.toml`), first on one large emoji in the middle of the
-picture (`data-centre`: the identity lesson), then the one-object and full worlds; the package still ships the kv
-stage.
+picture (`data-centre`: the identity lesson), then the one-object and full worlds, then all three at once
+(`retext-mix`, `data.mix`), then 256 px (`retext-kv`), which the package ships.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
 cheap and always redone). A DiT stage's weights are not committed, but `--carry STAGE` writes them in fp16 as
-dit-STAGE/carry-fp16.safetensors, to commit: a fresh clone restores such a stage from it instead of training it
-again. To lengthen a finished DiT stage, raise `max_steps` in its config and delete its .done file: it trains on
-from its last checkpoint. `--set STAGE.KEY=VALUE` overrides a DiT stage's config for this run
-(e.g. a bigger batch on a GPU). Wall times are appended to ROOT/build-times.jsonl.
+dit-STAGE/carry-fp16.safetensors (the EMA or the raw weights: those the next stage starts from), to commit: a fresh
+clone restores such a stage from it instead of training it again. To lengthen a finished DiT stage, raise
+`max_steps` in its config and delete its .done file: it trains on from its last checkpoint. `--set STAGE.KEY=VALUE`
+overrides a DiT stage's config for this run (e.g. a bigger batch on a GPU). Wall times are appended to
+ROOT/build-times.jsonl.
 """
 
 from __future__ import annotations
@@ -59,20 +60,26 @@ STAGES = (
     "retext-lesson",
     "cache-128-v2",
     "retext-full",
+    "retext-mix",
     "cache-256-v2",
     "retext-kv",
     "package",
 )
-DIT_STAGES = ("base", "lesson", "full", "hires", "kv", "retext-centre", "retext-lesson", "retext-full", "retext-kv")
+DIT_STAGES = (
+    *("base", "lesson", "full", "hires", "kv"),
+    *("retext-centre", "retext-lesson", "retext-full", "retext-mix", "retext-kv"),
+)
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
 PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires": ("full", "final"),
             "kv": ("hires", "final"), "retext-centre": ("kv", "final"),
             "retext-lesson": ("retext-centre", "final-raw"), "retext-full": ("retext-lesson", "final-raw"),
-            "retext-kv": ("retext-full", "final")}  # fmt: skip
+            "retext-mix": ("retext-full", "final-raw"), "retext-kv": ("retext-mix", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
-         "retext-kv": "cache-256-v2"}  # fmt: skip
+         "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2"}  # fmt: skip
+# Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
+MIX = {"retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2))}
 TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
 # The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
 # with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
@@ -240,6 +247,9 @@ def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
         f"data.text_encoder={root / export_for(stage)}",
         f"data.vae={root / export_for(stage) / 'vae'}",
     ]
+    if stage in MIX:
+        out.append(f"data.mix={json.dumps([str(root / cache) for cache, _ in MIX[stage]])}")
+        out.append(f"data.mix_repeats={json.dumps([repeats for _, repeats in MIX[stage]])}")
     if stage in PREVIOUS:
         previous, weights = PREVIOUS[stage]
         out.append(f"model.init_from={root / f'dit-{previous}' / f'{weights}.safetensors'}")
@@ -339,24 +349,32 @@ def export_latest(run_dir: Path, dst: Path, *, ema: bool = True) -> int:
     return ckpt["state"].step
 
 
-CARRY = "carry-fp16.safetensors"  # a DiT stage's final raw weights in fp16, small enough to commit (~18 MB)
+CARRY = "carry-fp16.safetensors"  # a DiT stage's final weights (`carried_weights`) in fp16: ~18 MB, to commit
+
+
+def carried_weights(stage: str) -> str:
+    """Which of a stage's final weights `--carry` keeps: those the next stage starts from (`PREVIOUS`), the EMA
+    ("final") or the raw weights ("final-raw"; also for a stage nothing starts from)."""
+    return next((weights for previous, weights in PREVIOUS.values() if previous == stage), "final-raw")
 
 
 def write_carry(root: Path, stage: str) -> Path:
-    """dit-STAGE/carry-fp16.safetensors from the stage's final raw weights: committed when a later session must go on
-    from a stage whose checkpoints a fresh clone will not have (`--carry STAGE`)."""
+    """dit-STAGE/carry-fp16.safetensors from the stage's final weights that the next stage reads (`carried_weights`):
+    committed when a later session must go on from a stage whose checkpoints a fresh clone will not have
+    (`--carry STAGE`)."""
     import torch
 
     from pixart.checkpoint import load_transformer, save_transformer
 
     run_dir = root / f"dit-{stage}"
-    return save_transformer(load_transformer(run_dir / "final-raw.safetensors", dtype=torch.float16), run_dir / CARRY)
+    weights = run_dir / f"{carried_weights(stage)}.safetensors"
+    return save_transformer(load_transformer(weights, dtype=torch.float16), run_dir / CARRY)
 
 
 def restore_carry(root: Path, stage: str) -> bool:
     """On a fresh clone, a finished DiT stage whose weights were carried gets its final.safetensors and
-    final-raw.safetensors back from dit-STAGE/carry-fp16.safetensors (fp32 again; the EMA is not carried, so both
-    are the raw weights). Returns whether it did."""
+    final-raw.safetensors back from dit-STAGE/carry-fp16.safetensors (fp32 again; only the weights the next stage
+    reads were carried, so both are those). Returns whether it did."""
     import torch
 
     from pixart.checkpoint import load_transformer, save_transformer
@@ -367,7 +385,7 @@ def restore_carry(root: Path, stage: str) -> bool:
     model = load_transformer(carry, dtype=torch.float32)
     for name in ("final-raw.safetensors", "final.safetensors"):
         save_transformer(model, carry.with_name(name))
-    logger.info("stage %s: weights restored from %s (the carried fp16 raw weights)", stage, carry)
+    logger.info("stage %s: weights restored from %s (the carried fp16 weights)", stage, carry)
     return True
 
 
@@ -403,14 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--carry",
         metavar="STAGE",
         choices=DIT_STAGES,
-        help="instead of building: write ROOT/dit-STAGE/carry-fp16.safetensors from that stage's final raw weights, "
+        help="instead of building: write ROOT/dit-STAGE/carry-fp16.safetensors from that stage's final weights "
+        "(those the next stage starts from: EMA or raw), "
         "to commit; a fresh clone then restores the stage from it instead of training it again",
     )
     p.add_argument(
         "--package-from",
-        default="kv",
+        default="retext-kv",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (kv: the finished recipe); for a "
+        help="the DiT stage whose final.safetensors the package stage ships (retext-kv: the finished recipe; kv: "
+        "the v5 package of sessions 17-20); for a "
         "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
     )
     p.add_argument(

@@ -23,9 +23,9 @@ def export_for(stage: str) -> str:
     return "export-v2" if stage.startswith("retext-") else "export"
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "kv") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "retext-kv") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (kv: the finished recipe)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (retext-kv: the finished recipe)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
@@ -94,7 +94,9 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 STAGE_NOTE = {
     "retext-kv": "\nThe transformer is the v5 recipe's final stage (256 px, KV compression (conv, 2x) on blocks 4-7) "
     "retrained to read a second text encoder (word identity, context invariance): 128 px identity lesson (one large "
-    "emoji in the middle), one-object lesson, full world, then 256 px.\n",
+    "emoji in the middle), one-object lesson, full world, the three worlds mixed, then 256 px.\n",
+    "retext-mix": "\nThe transformer reads the second text encoder, at 128 px (the centred, one-object and full "
+    "worlds mixed): its 256 px stage has not been run yet.\n",
     "retext-full": "\nThe transformer reads the second text encoder, at 128 px (full world): its 256 px stage has "
     "not been run yet.\n",
     "retext-lesson": "\nThe transformer reads the second text encoder, at 128 px (one-object lesson): the recipe has "

@@ -14,9 +14,11 @@ How it is made (one command, deterministic from `seed`):
    relative position buckets, no dropout) with a 4-layer d_model=256 encoder and a 1-layer decoder, trained from
    scratch with T5's span-corruption objective (Raffel et al. 2020, sec. 3.1.4: 15% of tokens in spans of mean
    length 3 replaced by sentinels; the decoder predicts the dropped spans). The decoder is small on purpose: the
-   encoder must carry the caption's content. AdamW, warm-up + cosine LR, one CPU thread. Two optional terms shape
+   encoder must carry the caption's content. AdamW, warm-up + cosine LR, one CPU thread. Optional terms shape
    the word vectors for the DiT: `--word-identity-weight` (each word's output names its own piece) and
-   `--context-invariance-weight` (a word's outputs in different captions stay together).
+   `--context-invariance-weight` (a word's outputs in different captions stay together); a third,
+   `--neighbour-weight`, asks each word's output to name its neighbours as well, so that a name carries its
+   phrase ("large", "above").
 4. Export: only the encoder, as `T5EncoderModel` (`text_encoder/config.json` + fp16 `model.safetensors`), which
    stays frozen while the DiT trains, as PixArt keeps T5-XXL frozen.
 
@@ -97,6 +99,10 @@ class TextEncoderTrainConfig:
     # context invariance: weight of an extra loss on the share of the word pieces' output variance that is context
     # (one piece's outputs in different captions apart), 0: off (see `context_invariance_loss`)
     context_invariance_weight: float = 0.0
+    # neighbours: weight of an extra loss asking every visible word piece's output to name the pieces at these
+    # offsets from it, through a head of its own per offset (0: off; see `neighbour_loss`)
+    neighbour_weight: float = 0.0
+    neighbour_offsets: tuple[int, ...] = (-2, -1, 1, 2)
     # optimisation
     steps: int = 600
     batch_size: int = 32
@@ -227,6 +233,44 @@ def context_invariance_loss(encoded: torch.Tensor, input_ids: torch.Tensor, firs
     return within / total.clamp_min(1e-12)
 
 
+def neighbour_heads(cfg: TextEncoderTrainConfig, vocab_size: int) -> torch.nn.ModuleList:
+    """One linear read-out per neighbour offset (training only: the exported encoder does not carry them)."""
+    heads = torch.nn.ModuleList(torch.nn.Linear(cfg.d_model, vocab_size, bias=False) for _ in cfg.neighbour_offsets)
+    for head in heads:
+        torch.nn.init.normal_(head.weight, 0.0, cfg.d_model**-0.5)
+    return heads
+
+
+def neighbour_loss(
+    heads: torch.nn.ModuleList,
+    offsets: Sequence[int],
+    encoded: torch.Tensor,
+    input_ids: torch.Tensor,
+    first_special: int,
+) -> torch.Tensor:
+    """Mean over `offsets` of the cross-entropy of the word piece `k` places from each visible piece, read from
+    that piece's output through head k.
+
+    Word identity and context invariance give every name one vector, and with it they take away what the name's
+    phrase says about it: in "a large panda above a rainbow" neither T5 tells from the name's features alone which
+    object is large, or which is the upper one (a linear probe: chance; docs/demo-model.md). The DiT's
+    cross-attention sees the caption's tokens as a set, so that must be in the name's own vector. Naming its
+    neighbours puts it there: "large" before it, "above" or "on" after it. Pairs whose either end is pad, eos or a
+    sentinel are not asked. encoded: (B, S, D) encoder outputs; input_ids: (B, S).
+    """
+    visible = (input_ids > EOS_ID) & (input_ids < first_special)  # (B, S)
+    losses = []
+    for head, k in zip(heads, offsets, strict=True):
+        target = torch.full_like(input_ids, -100)  # (B, S): the id k places on, where both ends are word pieces
+        if k > 0:
+            target[:, :-k] = input_ids[:, k:].masked_fill(~(visible[:, :-k] & visible[:, k:]), -100)
+        else:
+            target[:, -k:] = input_ids[:, :k].masked_fill(~(visible[:, -k:] & visible[:, :k]), -100)
+        logits = head(encoded)  # (B, S, V)
+        losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100))
+    return torch.stack(losses).mean()
+
+
 def encode_corpus(tok: T5Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids without the eos (span corruption appends its own)."""
     return [ids[:-1] for ids in tok(list(texts)).input_ids]
@@ -326,10 +370,13 @@ def train(
     model = T5ForConditionalGeneration(t5_config(cfg, len(tok))).train()
     with torch.no_grad():  # T5 v1.1 inits the untied head with std 1 (logits ~ sqrt(d_model)); start at 1/sqrt(d)
         model.lm_head.weight.normal_(0.0, cfg.d_model**-0.5)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    heads = neighbour_heads(cfg, len(tok)) if cfg.neighbour_weight else torch.nn.ModuleList()
+    params = [*model.parameters(), *heads.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
+        heads.load_state_dict(state.get("heads", {}))
         opt.load_state_dict(state["optim"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         logger.info("resumed %s at step %d (%.0f s trained)", ckpt_path, step, elapsed)
@@ -343,8 +390,8 @@ def train(
 
     def save() -> None:
         atomic_torch_save(
-            {"model": model.state_dict(), "optim": opt.state_dict(), "step": step, "elapsed": elapsed,
-             "config": cfg.to_dict()},
+            {"model": model.state_dict(), "heads": heads.state_dict(), "optim": opt.state_dict(), "step": step,
+             "elapsed": elapsed, "config": cfg.to_dict()},
             ckpt_path,
         )  # fmt: skip
         loss, acc = eval_loss(model, eval_batches)
@@ -372,9 +419,14 @@ def train(
             if cfg.context_invariance_weight:
                 context = context_invariance_loss(out.encoder_last_hidden_state, batch["input_ids"], min(sentinels))
                 loss_t = loss_t + cfg.context_invariance_weight * context
+            if cfg.neighbour_weight:
+                near = neighbour_loss(
+                    heads, cfg.neighbour_offsets, out.encoder_last_hidden_state, batch["input_ids"], min(sentinels)
+                )
+                loss_t = loss_t + cfg.neighbour_weight * near
             opt.zero_grad(set_to_none=True)
             loss_t.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             step += 1
             elapsed += time.time() - t0
@@ -429,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the context-invariance loss (one piece, one vector whatever the caption) added as well",
     )
     p.add_argument(
+        "--neighbour-weight",
+        type=float,
+        default=d.neighbour_weight,
+        help="weight of the neighbour loss (each output names the pieces 2 and 1 before and after it) added too",
+    )
+    p.add_argument(
         "--tokenizer",
         metavar="DIR",
         help="use this tokenizer folder (e.g. a shipped model's tokenizer/) instead of training one",
@@ -452,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_every_min=args.save_every_min,
         word_identity_weight=args.word_identity_weight,
         context_invariance_weight=args.context_invariance_weight,
+        neighbour_weight=args.neighbour_weight,
     )
     return run_trainer(
         args, "t5_run", lambda run_dir: train(cfg, run_dir, args.out, resume=args.resume, tokenizer=args.tokenizer)

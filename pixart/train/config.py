@@ -34,6 +34,8 @@ class DataSection:
     """Where samples come from: a feature cache (`pixart prepare`) or raw images + captions."""
 
     cache: str = ""  # a `pixart prepare` cache directory (preferred: no T5/VAE in the loop)
+    mix: list[str] = field(default_factory=list)  # more caches trained on with `cache`, as one dataset
+    mix_repeats: list[int] = field(default_factory=list)  # times each `mix` cache appears an epoch (default 1)
     path: str = ""  # raw data: a folder of images + .txt captions, or a .jsonl/.csv manifest
     text_encoder: str = ""  # T5 folder, for raw data and validation prompts
     vae: str = ""  # AutoencoderKL folder, for raw data and validation images
@@ -142,6 +144,15 @@ class TrainConfig:
         need(
             bool(self.data.cache) != bool(self.data.path),
             "set exactly one of data.cache (a `pixart prepare` cache) and data.path (raw images + captions)",
+        )
+        need(not self.data.mix or bool(self.data.cache), "data.mix needs data.cache: it mixes caches, not raw data")
+        need(
+            not self.data.mix_repeats or len(self.data.mix_repeats) == len(self.data.mix),
+            f"data.mix_repeats={self.data.mix_repeats}: needs one count per data.mix cache ({len(self.data.mix)})",
+        )
+        need(
+            all(r >= 1 for r in self.data.mix_repeats),
+            f"data.mix_repeats={self.data.mix_repeats}: every count must be >= 1",
         )
         need(
             0.0 <= self.data.long_caption_ratio <= 1.0,

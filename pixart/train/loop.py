@@ -101,13 +101,18 @@ def build_dataset(cfg: TrainConfig, model_cfg):
     if cfg.data.cache:
         from pixart.data.cache_read import CachedDataset, collate_cached
 
-        dataset = CachedDataset(
-            cfg.data.cache,
-            long_caption_ratio=cfg.data.long_caption_ratio,
-            seed=cfg.seed,
-            max_tokens=cfg.data.max_tokens,
-        )
-        return dataset, collate_cached
+        def read(cache: str) -> CachedDataset:
+            return CachedDataset(
+                cache, long_caption_ratio=cfg.data.long_caption_ratio, seed=cfg.seed, max_tokens=cfg.data.max_tokens
+            )
+
+        if not cfg.data.mix:
+            return read(cfg.data.cache), collate_cached
+        from pixart.data.cache_read import MixedCachedDataset
+
+        repeats = cfg.data.mix_repeats or [1] * len(cfg.data.mix)
+        parts = [(read(cfg.data.cache), 1)] + [(read(c), r) for c, r in zip(cfg.data.mix, repeats, strict=True)]
+        return MixedCachedDataset(parts), collate_cached
     from pixart.data.dataset import ImageCaptionDataset, collate
 
     return ImageCaptionDataset(
@@ -310,6 +315,7 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     torch.manual_seed(cfg.seed)  # the initial weights of a model trained from scratch
     model = build_model(cfg)
     dataset, collate = build_dataset(cfg, model.cfg)
+    logger.info("data: %s", dataset.summary())
     sampler = BucketBatchSampler(dataset.bucket_keys(), cfg.batch_size, seed=cfg.seed)
     peak_lr = effective_lr(cfg.optim, cfg.batch_size)
     ema = init_ema(model) if cfg.ema_decay > 0 else None
