@@ -8,6 +8,7 @@ repeated a set number of times an epoch.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from collections import Counter
@@ -209,7 +210,7 @@ class MixedCachedDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a mixture of {self.length} samples")
-        part = max(i for i, start in enumerate(self.starts) if start <= index)
+        part = bisect.bisect_right(self.starts, index) - 1
         dataset, _ = self.parts[part]
         return dataset.sample((index - self.starts[part]) % len(dataset), index)
 
