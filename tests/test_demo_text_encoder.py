@@ -14,15 +14,13 @@ from pixart.demo.span_corruption import random_spans_noise_mask, span_corruption
 from pixart.demo.text_encoder import (
     TextEncoderTrainConfig,
     caption_corpus,
-    context_invariance_loss,
     make_batch,
     neighbour_heads,
-    neighbour_loss,
     t5_config,
     train,
-    word_identity_loss,
 )
 from pixart.demo.tokenizer import load_tokenizer, sentinel_ids, train_tokenizer, vocabulary_lines
+from pixart.demo.word_losses import context_invariance_loss, neighbour_loss, word_identity_loss
 
 PROMPT = "a red apple next to two small cats on a blue background"
 

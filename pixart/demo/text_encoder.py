@@ -18,7 +18,7 @@ How it is made (one command, deterministic from `seed`):
    the word vectors for the DiT: `--word-identity-weight` (each word's output names its own piece) and
    `--context-invariance-weight` (a word's outputs in different captions stay together); a third,
    `--neighbour-weight`, asks each word's output to name its neighbours as well, so that a name carries its
-   phrase ("large", "above").
+   phrase ("large", "above"); the three losses are in `pixart.demo.word_losses`.
 4. Export: only the encoder, as `T5EncoderModel` (`text_encoder/config.json` + fp16 `model.safetensors`), which
    stays frozen while the DiT trains, as PixArt keeps T5-XXL frozen.
 
@@ -65,6 +65,7 @@ from pixart.demo.tokenizer import (
     train_tokenizer,
     vocabulary_lines,
 )
+from pixart.demo.word_losses import context_invariance_loss, neighbour_loss, word_identity_loss
 
 logger = logging.getLogger(__name__)
 
@@ -196,79 +197,12 @@ def training_batch(
 # ---- training ---------------------------------------------------------------------------------------------------
 
 
-def word_identity_loss(
-    model: T5ForConditionalGeneration, encoded: torch.Tensor, input_ids: torch.Tensor, first_special: int
-) -> torch.Tensor:
-    """Cross-entropy of each visible word piece's own id, read from its encoder output through the output head.
-
-    Span corruption only asks the encoder to carry a caption's content; nothing keeps a word's vector the same from
-    one caption to the next, and the demo T5 trained that way blurs each emoji name with the words around it, so
-    that the DiT learns (name, background) pairs instead of names (docs/demo-model.md, `scripts/identity_rule.py`).
-    This term asks every output to say which piece it is, against all the others. Pad, eos and the sentinels
-    (ids >= `first_special`, appended after the pieces) are not asked.
-    encoded: (B, S, D) encoder outputs; input_ids: (B, S).
-    """
-    target = input_ids.masked_fill((input_ids <= EOS_ID) | (input_ids >= first_special), -100)  # (B, S)
-    logits = model.lm_head(encoded)  # (B, S, V)
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
-
-
-def context_invariance_loss(encoded: torch.Tensor, input_ids: torch.Tensor, first_special: int) -> torch.Tensor:
-    """The share of the visible word pieces' output variance that comes from context, in [0, 1].
-
-    For each piece id in the batch, the squared spread of its outputs around their mean, summed, over the squared
-    spread of all the outputs around their mean. 0 means every piece has one vector whatever the caption around
-    it; the DiT learns identity from such names as fast as from fixed random vectors (`scripts/identity_rule.py
-    --names-average`). Word identity alone leaves a name about a fifth context (docs/demo-model.md); this term
-    pushes that share down, against span corruption, which needs some context to place the dropped spans.
-    encoded: (B, S, D) encoder outputs; input_ids: (B, S). Pad, eos and sentinels are left out as above.
-    """
-    keep = (input_ids > EOS_ID) & (input_ids < first_special)  # (B, S)
-    h, ids = encoded[keep], input_ids[keep]  # (N, D), (N,)
-    _, piece = torch.unique(ids, return_inverse=True)  # (N,): index of each output's piece
-    sums = torch.zeros(int(piece.max()) + 1, h.shape[1], dtype=h.dtype).index_add_(0, piece, h)  # (P, D)
-    means = sums / torch.bincount(piece).unsqueeze(1)  # (P, D)
-    within = (h - means[piece]).pow(2).sum()
-    total = (h - h.mean(0)).pow(2).sum()
-    return within / total.clamp_min(1e-12)
-
-
 def neighbour_heads(cfg: TextEncoderTrainConfig, vocab_size: int) -> torch.nn.ModuleList:
     """One linear read-out per neighbour offset (training only: the exported encoder does not carry them)."""
     heads = torch.nn.ModuleList(torch.nn.Linear(cfg.d_model, vocab_size, bias=False) for _ in cfg.neighbour_offsets)
     for head in heads:
         torch.nn.init.normal_(head.weight, 0.0, cfg.d_model**-0.5)
     return heads
-
-
-def neighbour_loss(
-    heads: torch.nn.ModuleList,
-    offsets: Sequence[int],
-    encoded: torch.Tensor,
-    input_ids: torch.Tensor,
-    first_special: int,
-) -> torch.Tensor:
-    """Mean over `offsets` of the cross-entropy of the word piece `k` places from each visible piece, read from
-    that piece's output through head k.
-
-    Word identity and context invariance give every name one vector, and with it they take away what the name's
-    phrase says about it: in "a large panda above a rainbow" neither T5 tells from the name's features alone which
-    object is large, or which is the upper one (a linear probe: chance; docs/demo-model.md). The DiT's
-    cross-attention sees the caption's tokens as a set, so that must be in the name's own vector. Naming its
-    neighbours puts it there: "large" before it, "above" or "on" after it. Pairs whose either end is pad, eos or a
-    sentinel are not asked. encoded: (B, S, D) encoder outputs; input_ids: (B, S).
-    """
-    visible = (input_ids > EOS_ID) & (input_ids < first_special)  # (B, S)
-    losses = []
-    for head, k in zip(heads, offsets, strict=True):
-        target = torch.full_like(input_ids, -100)  # (B, S): the id k places on, where both ends are word pieces
-        if k > 0:
-            target[:, :-k] = input_ids[:, k:].masked_fill(~(visible[:, :-k] & visible[:, k:]), -100)
-        else:
-            target[:, -k:] = input_ids[:, :k].masked_fill(~(visible[:, -k:] & visible[:, :k]), -100)
-        logits = head(encoded)  # (B, S, V)
-        losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100))
-    return torch.stack(losses).mean()
 
 
 def encode_corpus(tok: T5Tokenizer, texts: Sequence[str]) -> list[list[int]]:
