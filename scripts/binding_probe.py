@@ -17,7 +17,9 @@ score it, against always answering the majority class. Four questions:
 - emoji: which of the N emoji is it (chance 1/N)?
 - relation: is the caption's relation "above" (rather than "next to")?
 and two of the relation's own features (the mean over "above" / "next to"'s pieces), which the DiT could read the
-pair from instead: which emoji comes before it (first-emoji), and which after it (second-emoji)?
+pair from instead: which emoji comes before it (first-emoji), and which after it (second-emoji)? Last, how far the
+first name's features move (relative to their norm) when the caption names the pair the other way round ("a B
+above a A"): near 0 for an encoder blind to word order.
 
 Not a test: a measurement for docs/demo-model.md. Runs in about a minute a text encoder on one CPU thread.
 """
@@ -34,12 +36,29 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-DEFAULT_EXPORTS = ("runs/demo/export", "runs/demo/export-v2", "runs/demo/export-v3")
+DEFAULT_EXPORTS = ("runs/demo/export", "runs/demo/export-v2", "runs/demo/export-v3", "runs/demo/export-v4")
+
+
+def pair_caption(a: str, b: str, relation: str, large: int | None, colour: str) -> dict:
+    """One pair caption and where its two names' tokens are found later: name strings, role, sizes."""
+    from pixart.data.emoji_captions import _article
+
+    phrases = [("large " if large == i else "") + name for i, name in enumerate((a, b))]
+    first = f"{_article(phrases[0])} {phrases[0]}"
+    both = f"{first} {relation} {_article(phrases[1])} {phrases[1]}"
+    return {
+        "caption": f"{both} on {_article(colour)} {colour} background",
+        "prefixes": (first, both),  # each name ends where its prefix does
+        "relation_prefix": f"{first} {relation}",
+        "names": (a, b),
+        "large": large,
+        "relation": relation,
+        "colour": colour,
+    }
 
 
 def pair_captions(n: int, seed: int) -> list[dict]:
-    """n pair captions and, for each, where its two names' tokens are found later: name strings, role, sizes."""
-    from pixart.data.emoji_captions import _article
+    """n pair captions drawn from `seed` (see the module's docstring)."""
     from pixart.data.emoji_vocab import PALETTE, VOCABULARY
 
     rng = random.Random(seed)
@@ -48,20 +67,14 @@ def pair_captions(n: int, seed: int) -> list[dict]:
     for _ in range(n):
         a, b = rng.sample(names, 2)
         relation, large, colour = rng.choice(["above", "next to"]), rng.choice([None, 0, 1]), rng.choice(colours)
-        phrases = [("large " if large == i else "") + name for i, name in enumerate((a, b))]
-        first = f"{_article(phrases[0])} {phrases[0]}"
-        both = f"{first} {relation} {_article(phrases[1])} {phrases[1]}"
-        rows.append(
-            {
-                "caption": f"{both} on {_article(colour)} {colour} background",
-                "prefixes": (first, both),  # each name ends where its prefix does
-                "relation_prefix": f"{first} {relation}",
-                "names": (a, b),
-                "large": large,
-                "relation": relation,
-            }
-        )
+        rows.append(pair_caption(a, b, relation, large, colour))
     return rows
+
+
+def swapped(row: dict) -> dict:
+    """The same pair the other way round: "a B REL a A", the large one still the same object."""
+    large = None if row["large"] is None else 1 - row["large"]
+    return pair_caption(row["names"][1], row["names"][0], row["relation"], large, row["colour"])
 
 
 def name_features(export: Path, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +141,11 @@ def report(export: Path, rows: list[dict]) -> list[str]:
     for i, question in enumerate(("first-emoji", "second-emoji")):
         acc, majority = probe(rel, torch.tensor([names.index(r["names"][i]) for r in rows]), len(names))
         lines.append(f"| {shown} | {question} (from the relation's features) | {acc:.3f} | {majority:.3f} |")
+    # Order: how far a name's features move when the pair is written the other way round (raw, not standardised).
+    raw, _ = name_features(export, rows)
+    turned, _ = name_features(export, [swapped(r) for r in rows])
+    moved = (raw[0::2] - turned[1::2]).norm(dim=1) / raw[0::2].norm(dim=1)  # A first, then A second
+    lines.append(f"| {shown} | order: A's features moved by writing B first (relative) | {moved.mean():.3f} | |")
     return lines
 
 

@@ -75,7 +75,7 @@ class Build:
 
     def train(self, stage: str) -> None:
         """`stage_train` in a subprocess until it ends or its deadline; the newest checkpoint becomes final."""
-        from pixart.demo.build import export_latest
+        from pixart.demo.carry import export_latest
 
         start = time.time()
         code = (

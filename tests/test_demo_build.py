@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pixart.demo.carry import CARRY
+
 
 @pytest.mark.slow
 def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
@@ -132,6 +134,8 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
         "retext-full": [],
         "retext-mix": [],
         "retext-kv": ["lr=1e-4"],
+        "layout-mix": [],
+        "layout-kv": [],
     }
 
 
@@ -190,7 +194,7 @@ def test_a_carried_stage_is_restored_instead_of_trained(tmp_path):
     for (name, a), b in zip(model.state_dict().items(), restored.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a.half().float(), msg=name)
     (run / "final.safetensors").unlink()
-    (run / build.CARRY).unlink()
+    (run / CARRY).unlink()
     build._timed(tmp_path, "lesson", lambda: ran.append(2))  # nothing carried: trained again
     assert ran == [2]
 
@@ -209,3 +213,23 @@ def test_a_done_stage_whose_outputs_are_missing_runs_again(tmp_path):
     (tmp_path / "lesson.done").write_text("{}")
     build._timed(tmp_path, "lesson", lambda: ran.append(3))  # no dit-lesson/final.safetensors
     assert ran == [1, 3]
+
+
+def test_a_committed_text_encoder_without_its_run_is_not_trained_again(tmp_path, monkeypatch):
+    import pixart.demo.build as build
+    from pixart.demo import text_encoder
+
+    calls = []
+    monkeypatch.setattr(text_encoder, "main", lambda args: calls.append(args) or 0)
+    (tmp_path / "export" / "vae").mkdir(parents=True)
+    (tmp_path / "export" / "vae" / "config.json").write_text("{}")
+    (tmp_path / "export-v4" / "text_encoder").mkdir(parents=True)
+    (tmp_path / "export-v4" / "text_encoder" / "config.json").write_text("{}")
+    build.stage_text_encoder_v2(tmp_path, False, "v4")  # a fresh clone: the export is committed, the run is not
+    assert calls == [] and (tmp_path / "export-v4" / "vae" / "config.json").exists()
+    (tmp_path / "text_encoder-v4").mkdir()
+    (tmp_path / "text_encoder-v4" / "checkpoint.pt").write_bytes(b"")
+    build.stage_text_encoder_v2(tmp_path, False, "v4")  # with its run: resumed (and re-exported)
+    (args,) = calls
+    assert args[args.index("--init-from") + 1] == str(tmp_path / "text_encoder-v2" / "checkpoint.pt")
+    assert "--layout-weight" in args and "--position-init" in args

@@ -34,6 +34,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pixart.demo import carry
+from pixart.demo.carry import export_latest, latest_step
 from pixart.demo.package import PACKAGE_DIR, export_for, stage_package
 
 logger = logging.getLogger(__name__)
@@ -63,24 +65,46 @@ STAGES = (
     "retext-mix",
     "cache-256-v2",
     "retext-kv",
+    "text_encoder-v4",
+    "cache-centre-v4",
+    "cache-lesson-v4",
+    "cache-128-v4",
+    "layout-mix",
+    "cache-256-v4",
+    "layout-kv",
     "package",
 )
 DIT_STAGES = (
     *("base", "lesson", "full", "hires", "kv"),
     *("retext-centre", "retext-lesson", "retext-full", "retext-mix", "retext-kv"),
+    *("layout-mix", "layout-kv"),
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
 PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires": ("full", "final"),
             "kv": ("hires", "final"), "retext-centre": ("kv", "final"),
             "retext-lesson": ("retext-centre", "final-raw"), "retext-full": ("retext-lesson", "final-raw"),
-            "retext-mix": ("retext-full", "final-raw"), "retext-kv": ("retext-mix", "final")}  # fmt: skip
+            "retext-mix": ("retext-full", "final-raw"), "retext-kv": ("retext-mix", "final"),
+            "layout-mix": ("retext-mix", "final"), "layout-kv": ("layout-mix", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
-         "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2"}  # fmt: skip
+         "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
+         "layout-kv": "cache-256-v4"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
-MIX = {"retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2))}
+MIX = {
+    "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
+    "layout-mix": (("cache-lesson-v4", 1), ("cache-centre-v4", 2)),
+}
 TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
+# The fourth T5: the second's weights fine-tuned with the layout loss (each name's pieces predict its object's cell,
+# size and ranks from the top and the left), context invariance on the first 128 of 256 channels, and two heads
+# given a head start towards the word before and the word after (the trained T5s were nearly blind to word order);
+# the same tokenizer.
+TEXT_ENCODER_V4 = (
+    *TEXT_ENCODER_V2,
+    *("--layout-weight", "2.0", "--invariant-dims", "128", "--steps", "400", "--lr", "1e-3", "--warmup", "50"),
+    *("--position-init", "0:-1:10,2:1:10", "--position-lr-mult", "10"),
+)
 # The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
 # with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
 # run, at 12,800 steps, still drew the flat background at high noise (docs/demo-model.md); bf16 autocast from 5,000
@@ -107,8 +131,9 @@ def _outputs(stage: str) -> list[str]:
         return ["data-128/metadata.jsonl", "data-256/metadata.jsonl"]
     if stage in ("text_encoder", "vae"):
         return [f"export/{stage}/config.json"]
-    if stage == "text_encoder-v2":
-        return ["export-v2/text_encoder/config.json", "export-v2/vae/config.json"]
+    if stage in ("text_encoder-v2", "text_encoder-v4"):
+        v = stage.rpartition("-")[2]
+        return [f"export-{v}/text_encoder/config.json", f"export-{v}/vae/config.json"]
     if stage.startswith(("data-", "cache-")):
         return [f"{stage}/{'metadata.jsonl' if stage.startswith('data-') else 'index.json'}"]
     return [f"dit-{stage}/final.safetensors"] if stage in DIT_STAGES else []
@@ -175,21 +200,29 @@ def stage_text_encoder(root: Path, smoke: bool) -> None:
         raise RuntimeError("text encoder training failed; see its log")
 
 
-def stage_text_encoder_v2(root: Path, smoke: bool) -> None:
+def stage_text_encoder_v2(root: Path, smoke: bool, version: str = "v2") -> None:
     """The second T5: the same corpus and tokenizer (export/tokenizer), span corruption plus word identity and
     context invariance; export-v2/ gets it, the tokenizer and a copy of the VAE, so that it is a complete text
-    encoder + VAE folder like export/."""
+    encoder + VAE folder like export/. version "v4": the fourth T5 (`TEXT_ENCODER_V4`: the second's checkpoint
+    fine-tuned with the layout loss) in export-v4/."""
     import shutil
 
     from pixart.demo import text_encoder
 
-    out = root / "export-v2"
-    args = ["--out", str(out), "--run-dir", str(root / "text_encoder-v2"), "--resume"]
-    args += ["--tokenizer", str(root / "export" / "tokenizer"), *TEXT_ENCODER_V2]
+    out = root / f"export-{version}"
+    args = ["--out", str(out), "--run-dir", str(root / f"text_encoder-{version}"), "--resume"]
+    args += ["--tokenizer", str(root / "export" / "tokenizer")]
+    if version == "v4":
+        args += [*TEXT_ENCODER_V4, "--init-from", str(root / "text_encoder-v2" / "checkpoint.pt")]
+    else:
+        args += TEXT_ENCODER_V2
     if smoke:
         args += ["--steps", "2", "--corpus-scenes", "200"]
-    if text_encoder.main(args) != 0:
-        raise RuntimeError("text encoder (v2) training failed; see its log")
+    committed = (out / "text_encoder" / "config.json").exists()
+    if committed and not (root / f"text_encoder-{version}" / "checkpoint.pt").exists():
+        logger.info("text encoder (%s): %s is there (committed), its run is not: only the VAE is copied", version, out)
+    elif text_encoder.main(args) != 0:
+        raise RuntimeError(f"text encoder ({version}) training failed; see its log")
     shutil.rmtree(out / "vae", ignore_errors=True)
     shutil.copytree(root / "export" / "vae", out / "vae")
 
@@ -279,7 +312,7 @@ def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) 
     config, own = REPO / "configs" / "demo" / f"{stage}.toml", _train_overrides(root, stage, smoke)
     cfg = load_train_config(config, [*own, *extra])
     final = Path(cfg.output_dir) / "final.safetensors"
-    step = _latest_step(Path(cfg.output_dir))
+    step = latest_step(Path(cfg.output_dir))
     if final.exists() and (step is None or step >= cfg.max_steps):
         logger.info("stage %s: %s exists, skipping", stage, final)
         return
@@ -319,39 +352,6 @@ def plot_losses(run_dir: Path, stage: str) -> Path | None:
     return png
 
 
-def _latest_step(run_dir: Path) -> int | None:
-    """The step of a run's newest complete checkpoint (None when it has none)."""
-    from pixart.train.state import latest_checkpoint
-
-    path = latest_checkpoint(run_dir / "checkpoints")
-    return None if path is None else json.loads((path / "trainer.json").read_text())["step"]
-
-
-def export_latest(run_dir: Path, dst: Path, *, ema: bool = True) -> int:
-    """Write the newest checkpoint of a DiT run (its EMA weights when kept and `ema`) as a transformer file; returns
-    its step.
-
-    Used for each stage's final.safetensors and, mid-run, for evaluating a snapshot (`--export-latest STAGE`).
-    """
-    import torch
-
-    from pixart.checkpoint import build_model, save_transformer
-    from pixart.config import ModelConfig
-    from pixart.train.state import latest_checkpoint, load_checkpoint
-
-    path = latest_checkpoint(run_dir / "checkpoints")
-    if path is None:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint yet")
-    ckpt = load_checkpoint(path)
-    weights = ckpt["ema"] if ema and ckpt["ema"] is not None else ckpt["model"]
-    model_cfg = ModelConfig.from_json(_config_json(run_dir))
-    save_transformer(build_model(model_cfg, {k: v.to(torch.float32) for k, v in weights.items()}), dst)
-    return ckpt["state"].step
-
-
-CARRY = "carry-fp16.safetensors"  # a DiT stage's final weights (`carried_weights`) in fp16: ~18 MB, to commit
-
-
 def carried_weights(stage: str) -> str:
     """Which of a stage's final weights `--carry` keeps: those the next stage starts from (`PREVIOUS`), the EMA
     ("final") or the raw weights ("final-raw"; also for a stage nothing starts from)."""
@@ -362,41 +362,12 @@ def write_carry(root: Path, stage: str) -> Path:
     """dit-STAGE/carry-fp16.safetensors from the stage's final weights that the next stage reads (`carried_weights`):
     committed when a later session must go on from a stage whose checkpoints a fresh clone will not have
     (`--carry STAGE`)."""
-    import torch
-
-    from pixart.checkpoint import load_transformer, save_transformer
-
-    run_dir = root / f"dit-{stage}"
-    weights = run_dir / f"{carried_weights(stage)}.safetensors"
-    return save_transformer(load_transformer(weights, dtype=torch.float16), run_dir / CARRY)
+    return carry.write_carry(root / f"dit-{stage}", carried_weights(stage))
 
 
 def restore_carry(root: Path, stage: str) -> bool:
-    """On a fresh clone, a finished DiT stage whose weights were carried gets its final.safetensors and
-    final-raw.safetensors back from dit-STAGE/carry-fp16.safetensors (fp32 again; only the weights the next stage
-    reads were carried, so both are those). Returns whether it did."""
-    import torch
-
-    from pixart.checkpoint import load_transformer, save_transformer
-
-    carry = root / f"dit-{stage}" / CARRY
-    if stage not in DIT_STAGES or not carry.exists():
-        return False
-    model = load_transformer(carry, dtype=torch.float32)
-    for name in ("final-raw.safetensors", "final.safetensors"):
-        save_transformer(model, carry.with_name(name))
-    logger.info("stage %s: weights restored from %s (the carried fp16 weights)", stage, carry)
-    return True
-
-
-def _config_json(run_dir: Path) -> str:
-    """The model config stored in the newest checkpoint of a run."""
-    from safetensors import safe_open
-
-    from pixart.train.state import latest_checkpoint
-
-    with safe_open(str(latest_checkpoint(run_dir / "checkpoints") / "transformer.safetensors"), "pt") as f:
-        return f.metadata()["pixart_config"]
+    """On a fresh clone, a finished DiT stage whose weights were carried gets its final weights back from them."""
+    return stage in DIT_STAGES and carry.restore_carry(root / f"dit-{stage}")
 
 
 # ---- command line ---------------------------------------------------------------------------------------------------
@@ -493,6 +464,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-lesson-v2": lambda: stage_cache(root, args.smoke, 128, name="lesson", version="-v2"),
         "cache-128-v2": lambda: stage_cache(root, args.smoke, 128, version="-v2"),
         "cache-256-v2": lambda: stage_cache(root, args.smoke, 256, version="-v2"),
+        "text_encoder-v4": lambda: stage_text_encoder_v2(root, args.smoke, "v4"),
+        "cache-centre-v4": lambda: stage_cache(root, args.smoke, 128, name="centre", version="-v4"),
+        "cache-lesson-v4": lambda: stage_cache(root, args.smoke, 128, name="lesson", version="-v4"),
+        "cache-128-v4": lambda: stage_cache(root, args.smoke, 128, version="-v4"),
+        "cache-256-v4": lambda: stage_cache(root, args.smoke, 256, version="-v4"),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }

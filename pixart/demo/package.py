@@ -19,8 +19,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 def export_for(stage: str) -> str:
     """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext stages read the
-    second T5 (export-v2/), every other stage the first (export/)."""
-    return "export-v2" if stage.startswith("retext-") else "export"
+    second T5 (export-v2/), the layout stages the fourth (export-v4/), every other stage the first (export/)."""
+    return "export-v2" if stage.startswith("retext-") else "export-v4" if stage.startswith("layout-") else "export"
 
 
 def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "retext-kv") -> None:
@@ -92,6 +92,11 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 (`pixart eval`) are in the project README, section "The bundled demo model".
 """
 STAGE_NOTE = {
+    "layout-kv": "\nThe transformer is the retext recipe's 128 px model (the three worlds mixed) retrained to read a "
+    "fourth text encoder, whose emoji names say where their objects are and how large (the layout loss), at 128 px "
+    "(the three worlds mixed) and then 256 px with KV compression (conv, 2x) on blocks 4-7.\n",
+    "layout-mix": "\nThe transformer reads the fourth text encoder (the layout loss), at 128 px (the three worlds "
+    "mixed): its 256 px stage has not been run yet.\n",
     "retext-kv": "\nThe transformer is the v5 recipe's final stage (256 px, KV compression (conv, 2x) on blocks 4-7) "
     "retrained to read a second text encoder (word identity, context invariance): 128 px identity lesson (one large "
     "emoji in the middle), one-object lesson, full world, the three worlds mixed, then 256 px.\n",

@@ -56,6 +56,7 @@ from pixart.demo._common import (
     replace_dir,
     run_trainer,
 )
+from pixart.demo.caption_layout import layout_corpus, layout_heads, training_layout_batch
 from pixart.demo.span_corruption import random_spans_noise_mask, span_corruption
 from pixart.demo.tokenizer import (
     EOS_ID,
@@ -65,7 +66,7 @@ from pixart.demo.tokenizer import (
     train_tokenizer,
     vocabulary_lines,
 )
-from pixart.demo.word_losses import context_invariance_loss, neighbour_loss, word_identity_loss
+from pixart.demo.word_losses import context_invariance_loss, layout_loss, neighbour_loss, word_identity_loss
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,20 @@ class TextEncoderTrainConfig:
     # offsets from it, through a head of its own per offset (0: off; see `neighbour_loss`)
     neighbour_weight: float = 0.0
     neighbour_offsets: tuple[int, ...] = (-2, -1, 1, 2)
+    # layout: weight of an extra loss asking every piece of an emoji name to predict its object's grid cell and
+    # size in the scene (0: off; see `layout_loss`); context invariance then applies to the first
+    # `invariant_dims` channels only (0: all), leaving the rest free to carry the phrase
+    layout_weight: float = 0.0
+    invariant_dims: int = 0
+    # the relative-position bias's learning rate as a multiple of `lr`. At T5's init (std d_model^-0.5) and a few
+    # hundred steps it hardly moves, and the encoder stays nearly blind to word order (docs/demo-model.md)
+    position_lr_mult: float = 1.0
+    # (head, offset, bias) added to the encoder's relative-position bias before training: head `head` of every layer
+    # then looks `offset` tokens away (-1: the word before) with a head start of `bias` over the content logits,
+    # whose spread is 5-20 (T5 does not scale them); see `add_position_bias`
+    position_init: tuple[tuple[int, int, float], ...] = ()
+    # start from the model weights of this text-encoder checkpoint.pt (its tokenizer must be the one used)
+    init_from: str = ""
     # optimisation
     steps: int = 600
     batch_size: int = 32
@@ -205,6 +220,23 @@ def neighbour_heads(cfg: TextEncoderTrainConfig, vocab_size: int) -> torch.nn.Mo
     return heads
 
 
+def add_position_bias(model: T5ForConditionalGeneration, items: Sequence[tuple[int, int, float]]) -> None:
+    """Add `bias` to the encoder's relative-position bias of (head, offset) for each item (offset = key position -
+    query position). T5 shares the bias across layers and inits it at std d_model^-0.5: next to content logits of
+    5-20 a trained demo T5 is nearly blind to word order ("a panda above a rainbow" and "a rainbow above a panda"
+    give the panda vectors 1% apart; docs/demo-model.md)."""
+    attention = model.encoder.block[0].layer[0].SelfAttention
+    for head, offset, bias in items:
+        bucket = attention._relative_position_bucket(
+            torch.tensor(offset),
+            bidirectional=True,
+            num_buckets=attention.relative_attention_num_buckets,
+            max_distance=attention.relative_attention_max_distance,
+        )
+        with torch.no_grad():
+            attention.relative_attention_bias.weight[bucket, head] += bias
+
+
 def encode_corpus(tok: T5Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids without the eos (span corruption appends its own)."""
     return [ids[:-1] for ids in tok(list(texts)).input_ids]
@@ -291,7 +323,10 @@ def train(
     elif state is None or not (tok_dir / "spiece.model").is_file():
         train_tokenizer(corpus + vocabulary_lines(), tok_dir, cfg.sp_vocab_size, cfg.extra_ids, cfg.model_max_length)
     tok = load_tokenizer(tok_dir)
-    encoded = encode_corpus(tok, corpus)
+    if cfg.layout_weight:  # the same token ids as encode_corpus, and where each name is in them
+        encoded, layouts = layout_corpus(tok, cfg.seed, cfg.corpus_scenes, cfg.scene_sizes)
+    else:
+        encoded, layouts = encode_corpus(tok, corpus), []
     sentinels = sentinel_ids(tok, cfg.extra_ids)
     held_out = encode_corpus(tok, caption_corpus(cfg.eval_seed, cfg.eval_captions // 2, cfg.scene_sizes))
     eval_rng = np.random.default_rng([cfg.eval_seed, 0])
@@ -304,13 +339,25 @@ def train(
     model = T5ForConditionalGeneration(t5_config(cfg, len(tok))).train()
     with torch.no_grad():  # T5 v1.1 inits the untied head with std 1 (logits ~ sqrt(d_model)); start at 1/sqrt(d)
         model.lm_head.weight.normal_(0.0, cfg.d_model**-0.5)
+    if state is None and cfg.init_from:
+        model.load_state_dict(load_checkpoint(Path(cfg.init_from))["model"])
+        logger.info("model weights from %s", cfg.init_from)
+    if state is None and cfg.position_init:
+        add_position_bias(model, cfg.position_init)
     heads = neighbour_heads(cfg, len(tok)) if cfg.neighbour_weight else torch.nn.ModuleList()
-    params = [*model.parameters(), *heads.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    layout = layout_heads(cfg.d_model) if cfg.layout_weight else torch.nn.ModuleDict()
+    params = [*model.parameters(), *heads.parameters(), *layout.parameters()]
+    position = [p for n, p in model.named_parameters() if "relative_attention_bias" in n]
+    rest = [p for p in params if all(p is not q for q in position)]
+    groups = [{"params": rest, "lr_mult": 1.0}, {"params": position, "lr_mult": cfg.position_lr_mult}]
+    if cfg.position_lr_mult == 1.0:  # one group, as the checkpoints of earlier runs have it
+        groups = [{"params": params, "lr_mult": 1.0}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         heads.load_state_dict(state.get("heads", {}))
+        layout.load_state_dict(state.get("layout", {}))
         opt.load_state_dict(state["optim"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         logger.info("resumed %s at step %d (%.0f s trained)", ckpt_path, step, elapsed)
@@ -324,8 +371,8 @@ def train(
 
     def save() -> None:
         atomic_torch_save(
-            {"model": model.state_dict(), "heads": heads.state_dict(), "optim": opt.state_dict(), "step": step,
-             "elapsed": elapsed, "config": cfg.to_dict()},
+            {"model": model.state_dict(), "heads": heads.state_dict(), "layout": layout.state_dict(),
+             "optim": opt.state_dict(), "step": step, "elapsed": elapsed, "config": cfg.to_dict()},
             ckpt_path,
         )  # fmt: skip
         loss, acc = eval_loss(model, eval_batches)
@@ -343,7 +390,7 @@ def train(
             t0 = time.time()
             lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_mult"]
             batch = training_batch(encoded, cfg, sentinels, step)
             out = model(**batch)
             loss_t = out.loss
@@ -351,13 +398,19 @@ def train(
                 identity = word_identity_loss(model, out.encoder_last_hidden_state, batch["input_ids"], min(sentinels))
                 loss_t = loss_t + cfg.word_identity_weight * identity
             if cfg.context_invariance_weight:
-                context = context_invariance_loss(out.encoder_last_hidden_state, batch["input_ids"], min(sentinels))
+                kept = out.encoder_last_hidden_state[..., : cfg.invariant_dims or None]
+                context = context_invariance_loss(kept, batch["input_ids"], min(sentinels))
                 loss_t = loss_t + cfg.context_invariance_weight * context
             if cfg.neighbour_weight:
                 near = neighbour_loss(
                     heads, cfg.neighbour_offsets, out.encoder_last_hidden_state, batch["input_ids"], min(sentinels)
                 )
                 loss_t = loss_t + cfg.neighbour_weight * near
+            if cfg.layout_weight:
+                clean = training_layout_batch(encoded, layouts, cfg.seed, step, cfg.batch_size, cfg.max_length)
+                h = model.encoder(input_ids=clean["input_ids"], attention_mask=clean["attention_mask"])
+                placed = layout_loss(layout, h.last_hidden_state, clean)
+                loss_t = loss_t + cfg.layout_weight * placed
             opt.zero_grad(set_to_none=True)
             loss_t.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -370,8 +423,9 @@ def train(
             losses.append(loss)
             if step % cfg.log_every == 0 or step == end:
                 log.write({"step": step, "seconds": round(elapsed, 1), "lr": lr, "loss": loss})
-                logger.info("step %d/%d loss %.4f lr %.2e %.2fs/step", step, cfg.steps, loss, lr,
-                            (elapsed - first_elapsed) / (step - first_step))  # fmt: skip
+                logger.info("step %d/%d loss %.4f lr %.2e %.2fs/step%s", step, cfg.steps, loss, lr,
+                            (elapsed - first_elapsed) / (step - first_step),
+                            f" (layout {float(placed.detach()):.4f})" if cfg.layout_weight else "")  # fmt: skip
             if step < end and time.time() - last_save > cfg.save_every_min * 60:
                 save()
                 last_save = time.time()
@@ -421,6 +475,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the neighbour loss (each output names the pieces 2 and 1 before and after it) added too",
     )
     p.add_argument(
+        "--layout-weight",
+        type=float,
+        default=d.layout_weight,
+        help="weight of the layout loss (each emoji name's pieces predict its object's cell and size in the scene)",
+    )
+    p.add_argument(
+        "--invariant-dims",
+        type=int,
+        default=d.invariant_dims,
+        help="context invariance on the first N output channels only (0: all)",
+    )
+    p.add_argument("--init-from", metavar="CKPT", default="", help="start from this text-encoder checkpoint.pt")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps of the learning rate")
+    p.add_argument(
+        "--position-init",
+        default="",
+        metavar="HEAD:OFFSET:BIAS,...",
+        help="add BIAS to the encoder's relative-position bias of HEAD at OFFSET (-1: the word before) at the start",
+    )
+    p.add_argument(
+        "--position-lr-mult",
+        type=float,
+        default=d.position_lr_mult,
+        help="learning rate of the relative-position bias as a multiple of --lr",
+    )
+    p.add_argument(
         "--tokenizer",
         metavar="DIR",
         help="use this tokenizer folder (e.g. a shipped model's tokenizer/) instead of training one",
@@ -432,8 +512,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_position_init(text: str) -> tuple[tuple[int, int, float], ...]:
+    """ "0:-1:8,2:1:8" -> ((0, -1, 8.0), (2, 1, 8.0)); ValueError names a bad item."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        parts = item.split(":")
+        try:
+            head, offset, bias = int(parts[0]), int(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise ValueError(f"--position-init item {item!r}: expected HEAD:OFFSET:BIAS, e.g. 0:-1:8") from None
+        if len(parts) != 3 or offset == 0:
+            raise ValueError(f"--position-init item {item!r}: expected HEAD:OFFSET:BIAS with OFFSET != 0")
+        out.append((head, offset, bias))
+    return tuple(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        position_init = parse_position_init(args.position_init)
+    except ValueError as e:
+        parser.error(str(e))
     cfg = TextEncoderTrainConfig(
         steps=args.steps,
         seed=args.seed,
@@ -445,6 +545,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         word_identity_weight=args.word_identity_weight,
         context_invariance_weight=args.context_invariance_weight,
         neighbour_weight=args.neighbour_weight,
+        layout_weight=args.layout_weight,
+        invariant_dims=args.invariant_dims,
+        init_from=args.init_from,
+        warmup=args.warmup,
+        position_lr_mult=args.position_lr_mult,
+        position_init=position_init,
     )
     return run_trainer(
         args, "t5_run", lambda run_dir: train(cfg, run_dir, args.out, resume=args.resume, tokenizer=args.tokenizer)

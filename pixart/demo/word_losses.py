@@ -82,3 +82,21 @@ def neighbour_loss(
         logits = head(encoded)  # (B, S, V)
         losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100))
     return torch.stack(losses).mean()
+
+
+def layout_loss(heads: torch.nn.ModuleDict, encoded: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean of soft cross-entropies, one per head: each name piece's cell, size and ranks (from the top, from the
+    left) in the scene, read from its output.
+
+    Context invariance gives a name one vector whatever its phrase says, and neighbours put only a little of the
+    phrase into it (docs/demo-model.md); this term asks for the phrase's meaning itself: where the object is and
+    how large (targets from `pixart.demo.caption_layout`). encoded: (B, S, D) encoder outputs of the batch's clean
+    captions; batch["rows"]: (N, 2) (caption, token) of every name piece; batch[key] (N, classes) each head's
+    targets.
+    """
+    rows = batch["rows"]
+    if rows.numel() == 0:
+        return encoded.sum() * 0.0
+    h = encoded[rows[:, 0], rows[:, 1]]  # (N, D)
+    losses = [-(batch[key] * torch.log_softmax(heads[key](h).float(), dim=-1)).sum(-1).mean() for key in heads]
+    return torch.stack(losses).mean()
