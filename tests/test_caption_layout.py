@@ -14,23 +14,16 @@ import torch
 from pixart.data.emoji import long_caption, sample_scene, scene_seed, short_caption
 from pixart.data.emoji_vocab import BY_NAME, POSITIONS
 from pixart.demo.caption_layout import SIZES, layout_batch, layout_corpus, layout_heads, name_layouts
-from pixart.demo.text_encoder import TextEncoderTrainConfig, caption_corpus, encode_corpus, train
+from pixart.demo.text_encoder import caption_corpus, encode_corpus, train
 from pixart.demo.tokenizer import load_tokenizer, train_tokenizer, vocabulary_lines
 from pixart.demo.word_losses import layout_loss
+from tests.test_demo_text_encoder import tiny_cfg
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
     return load_tokenizer(train_tokenizer(caption_corpus(0, 40, [(256, 256)]) + vocabulary_lines(), out, 512, 20))
-
-
-def tiny_cfg(**changes) -> TextEncoderTrainConfig:
-    base = TextEncoderTrainConfig(
-        corpus_scenes=40, d_model=32, d_kv=8, num_heads=2, d_ff=64, num_layers=2, num_decoder_layers=1,
-        batch_size=4, steps=4, warmup=1, lr=3e-3, log_every=1, eval_captions=8, extra_ids=20, save_every_min=1e9,
-    )  # fmt: skip
-    return dataclasses.replace(base, **changes)
 
 
 def test_every_name_is_found_with_its_objects_cell_and_size(tok):

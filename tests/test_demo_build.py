@@ -49,6 +49,15 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     ] and mix["data"]["mix_repeats"] == [1, 2]  # fmt: skip
     v2 = json.loads((tmp_path / "root" / "text_encoder-v2" / "train_config.json").read_text())
     assert v2["word_identity_weight"] == v2["context_invariance_weight"] == 1.0
+    # The layout stages: the fourth T5 fine-tunes the second's checkpoint; retext-mix's EMA learns to read it.
+    v4 = json.loads((tmp_path / "root" / "text_encoder-v4" / "train_config.json").read_text())
+    assert v4["layout_weight"] == 2.0 and v4["init_from"].endswith("text_encoder-v2/checkpoint.pt")
+    assert v4["position_init"] == [[0, -1, 10.0], [2, 1, 10.0]]
+    layout = json.loads((tmp_path / "root" / "dit-layout-mix" / "config.json").read_text())
+    assert layout["model"]["init_from"].endswith("dit-retext-mix/final.safetensors")
+    assert [Path(c).name for c in [layout["data"]["cache"], *layout["data"]["mix"]]] == [
+        "cache-128-v4", "cache-lesson-v4", "cache-centre-v4"
+    ] and layout["data"]["text_encoder"].endswith("export-v4")  # fmt: skip
     root = tmp_path / "root"
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (

@@ -31,6 +31,17 @@ def test_a_stage_is_scored_from_its_final_weights_else_its_snapshot_else_skipped
     (run_dir / "final.safetensors").write_bytes(b"")
     command, title = eval_command(_run("hires"), tmp_path, tmp_path / "package", "small")
     assert command[2] == str(run_dir / "final.safetensors") and "step" not in title
+    assert "--size" not in command  # no run config: the transformer's own sample size
+
+
+def test_a_stage_is_scored_at_the_resolution_it_trained_at(tmp_path):
+    run_dir = tmp_path / "dit-layout-mix"  # a 128 px stage from a 256 px model: its sample size says 256
+    run_dir.mkdir()
+    (run_dir / "final.safetensors").write_bytes(b"")
+    (run_dir / "config.json").write_text(json.dumps({"data": {"resolution": 128}}))
+    command, _ = eval_command(_run("layout-mix"), tmp_path, tmp_path / "package", "small")
+    assert command[command.index("--size") + 1] == "128x128"
+    assert command[command.index("--text-encoder") + 1] == str(tmp_path / "export-v4")
 
 
 def test_package_runs_need_a_packaged_model(tmp_path):

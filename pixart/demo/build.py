@@ -13,7 +13,9 @@ and the result is packaged as a diffusers-layout folder. At 128 px the base stag
 stages then fine-tune the kv stage's model to read a second T5 (`text_encoder-v2`: word identity and context
 invariance, the same tokenizer; `configs/demo/retext-*.toml`), first on one large emoji in the middle of the
 picture (`data-centre`: the identity lesson), then the one-object and full worlds, then all three at once
-(`retext-mix`, `data.mix`), then 256 px (`retext-kv`), which the package ships.
+(`retext-mix`, `data.mix`), then 256 px (`retext-kv`). The layout stages do it once more for a fourth T5
+(`text_encoder-v4`: the second fine-tuned so that each emoji name says where its object is and how large, and able
+to tell word order), from retext-mix's model: the three worlds mixed (`layout-mix`), then 256 px (`layout-kv`).
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is

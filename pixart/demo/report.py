@@ -78,6 +78,18 @@ def stage_weights(root: Path, stage: str) -> tuple[Path, int | None] | None:
     return None
 
 
+def stage_size(run_dir: Path) -> list[str]:
+    """["--size", "RxR"] for the resolution a DiT stage trained at (its run's config.json), or [] without one.
+
+    A 128 px stage that starts from a 256 px model keeps that model's configured sample size, so without this it
+    would be scored at 256 px, a size it was not trained at."""
+    config = run_dir / "config.json"
+    if not config.exists():
+        return []
+    res = json.loads(config.read_text()).get("data", {}).get("resolution")
+    return ["--size", f"{res}x{res}"] if res else []
+
+
 def eval_command(run: Run, root: Path, package: Path, subset: str) -> tuple[list[str], str] | None:
     """The `pixart eval` arguments of a run and its column title, or None when its weights do not exist."""
     out = root / "eval" / run.name
@@ -92,6 +104,7 @@ def eval_command(run: Run, root: Path, package: Path, subset: str) -> tuple[list
         weights, step = found
         export = root / export_for(run.stage)
         model = ["--model", str(weights), "--text-encoder", str(export), "--vae", str(export / "vae")]
+        model += stage_size(root / f"dit-{run.stage}")
         title = run.title + ("" if step is None else f" (step {step}, still training)")
     return ["eval", *model, "--subset", subset, *run.flags, "--out", str(out), "--force"], title
 

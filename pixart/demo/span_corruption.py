@@ -1,14 +1,20 @@
 """T5's span-corruption objective (Raffel et al. 2020, sec. 3.1.4), as its reference code builds examples: a noise
 mask of spans (`random_spans_noise_mask`), each noise span replaced by a sentinel in the input and each kept span in
-the target (`span_corruption`). Used by `pixart.demo.text_encoder` to pre-train the demo T5."""
+the target (`span_corruption`), and the padded training batches of it (`make_batch`, `training_batch`). Used by
+`pixart.demo.text_encoder` to pre-train the demo T5."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from pixart.demo.tokenizer import EOS_ID
+from pixart.demo.tokenizer import EOS_ID, PAD_ID
+
+if TYPE_CHECKING:
+    from pixart.demo.text_encoder import TextEncoderTrainConfig
 
 
 def random_spans_noise_mask(
@@ -61,3 +67,30 @@ def span_corruption(
     if len(mask) != len(ids) or (len(mask) and mask[0]):
         raise ValueError(f"noise mask must match the {len(ids)} ids and start with a kept token, got {mask.tolist()}")
     return replace_spans(ids, mask, sentinels) + [eos], replace_spans(ids, ~mask, sentinels) + [eos]
+
+
+def make_batch(
+    encoded: Sequence[Sequence[int]], cfg: TextEncoderTrainConfig, sentinels: Sequence[int], rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """Span-corrupt a batch of token lists (no eos) and pad: input_ids/attention_mask (B, S), labels (B, T)."""
+    pairs = []
+    for ids in encoded:
+        ids = list(ids[: cfg.max_length])
+        mask = random_spans_noise_mask(len(ids), cfg.noise_density, cfg.mean_noise_span_length, rng)
+        pairs.append(span_corruption(ids, mask, sentinels))
+    s, t = max(len(a) for a, _ in pairs), max(len(b) for _, b in pairs)
+    inputs = torch.full((len(pairs), s), PAD_ID, dtype=torch.long)
+    labels = torch.full((len(pairs), t), -100, dtype=torch.long)  # -100: ignored by the loss
+    for i, (a, b) in enumerate(pairs):
+        inputs[i, : len(a)] = torch.tensor(a)
+        labels[i, : len(b)] = torch.tensor(b)
+    return {"input_ids": inputs, "attention_mask": inputs != PAD_ID, "labels": labels}
+
+
+def training_batch(
+    encoded: Sequence[Sequence[int]], cfg: TextEncoderTrainConfig, sentinels: Sequence[int], step: int
+) -> dict[str, torch.Tensor]:
+    """The batch of `step`, a pure function of (corpus, cfg, step): resuming replays the same data."""
+    rng = np.random.default_rng([cfg.seed, step])
+    idx = rng.integers(len(encoded), size=cfg.batch_size)
+    return make_batch([encoded[i] for i in idx], cfg, sentinels, rng)

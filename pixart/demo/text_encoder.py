@@ -18,7 +18,11 @@ How it is made (one command, deterministic from `seed`):
    the word vectors for the DiT: `--word-identity-weight` (each word's output names its own piece) and
    `--context-invariance-weight` (a word's outputs in different captions stay together); a third,
    `--neighbour-weight`, asks each word's output to name its neighbours as well, so that a name carries its
-   phrase ("large", "above"); the three losses are in `pixart.demo.word_losses`.
+   phrase ("large", "above"); `--layout-weight` asks each emoji name's pieces for their object's cell, size and
+   ranks in the scene (`pixart.demo.caption_layout`), with `--invariant-dims` keeping context invariance to part
+   of the channels; the losses are in `pixart.demo.word_losses`. `--position-init` gives chosen heads a head start
+   towards chosen neighbours (T5's relative-position bias, left at its init scale, hardly moves in a few hundred
+   steps) and `--position-lr-mult` trains that bias faster; `--init-from` fine-tunes an earlier run's weights.
 4. Export: only the encoder, as `T5EncoderModel` (`text_encoder/config.json` + fp16 `model.safetensors`), which
    stays frozen while the DiT trains, as PixArt keeps T5-XXL frozen.
 
@@ -57,7 +61,7 @@ from pixart.demo._common import (
     run_trainer,
 )
 from pixart.demo.caption_layout import layout_corpus, layout_heads, training_layout_batch
-from pixart.demo.span_corruption import random_spans_noise_mask, span_corruption
+from pixart.demo.span_corruption import make_batch, training_batch
 from pixart.demo.tokenizer import (
     EOS_ID,
     PAD_ID,
@@ -66,7 +70,15 @@ from pixart.demo.tokenizer import (
     train_tokenizer,
     vocabulary_lines,
 )
-from pixart.demo.word_losses import context_invariance_loss, layout_loss, neighbour_loss, word_identity_loss
+from pixart.demo.word_losses import (
+    add_position_bias,
+    context_invariance_loss,
+    layout_loss,
+    neighbour_heads,
+    neighbour_loss,
+    parse_position_init,
+    word_identity_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -179,62 +191,7 @@ def caption_corpus(seed: int, n_scenes: int, sizes: Sequence[tuple[int, int]]) -
     return out
 
 
-# ---- batches ---------------------------------------------------------------------------------------------------
-
-
-def make_batch(
-    encoded: Sequence[Sequence[int]], cfg: TextEncoderTrainConfig, sentinels: Sequence[int], rng: np.random.Generator
-) -> dict[str, torch.Tensor]:
-    """Span-corrupt a batch of token lists (no eos) and pad: input_ids/attention_mask (B, S), labels (B, T)."""
-    pairs = []
-    for ids in encoded:
-        ids = list(ids[: cfg.max_length])
-        mask = random_spans_noise_mask(len(ids), cfg.noise_density, cfg.mean_noise_span_length, rng)
-        pairs.append(span_corruption(ids, mask, sentinels))
-    s, t = max(len(a) for a, _ in pairs), max(len(b) for _, b in pairs)
-    inputs = torch.full((len(pairs), s), PAD_ID, dtype=torch.long)
-    labels = torch.full((len(pairs), t), -100, dtype=torch.long)  # -100: ignored by the loss
-    for i, (a, b) in enumerate(pairs):
-        inputs[i, : len(a)] = torch.tensor(a)
-        labels[i, : len(b)] = torch.tensor(b)
-    return {"input_ids": inputs, "attention_mask": inputs != PAD_ID, "labels": labels}
-
-
-def training_batch(
-    encoded: Sequence[Sequence[int]], cfg: TextEncoderTrainConfig, sentinels: Sequence[int], step: int
-) -> dict[str, torch.Tensor]:
-    """The batch of `step`, a pure function of (corpus, cfg, step): resuming replays the same data."""
-    rng = np.random.default_rng([cfg.seed, step])
-    idx = rng.integers(len(encoded), size=cfg.batch_size)
-    return make_batch([encoded[i] for i in idx], cfg, sentinels, rng)
-
-
 # ---- training ---------------------------------------------------------------------------------------------------
-
-
-def neighbour_heads(cfg: TextEncoderTrainConfig, vocab_size: int) -> torch.nn.ModuleList:
-    """One linear read-out per neighbour offset (training only: the exported encoder does not carry them)."""
-    heads = torch.nn.ModuleList(torch.nn.Linear(cfg.d_model, vocab_size, bias=False) for _ in cfg.neighbour_offsets)
-    for head in heads:
-        torch.nn.init.normal_(head.weight, 0.0, cfg.d_model**-0.5)
-    return heads
-
-
-def add_position_bias(model: T5ForConditionalGeneration, items: Sequence[tuple[int, int, float]]) -> None:
-    """Add `bias` to the encoder's relative-position bias of (head, offset) for each item (offset = key position -
-    query position). T5 shares the bias across layers and inits it at std d_model^-0.5: next to content logits of
-    5-20 a trained demo T5 is nearly blind to word order ("a panda above a rainbow" and "a rainbow above a panda"
-    give the panda vectors 1% apart; docs/demo-model.md)."""
-    attention = model.encoder.block[0].layer[0].SelfAttention
-    for head, offset, bias in items:
-        bucket = attention._relative_position_bucket(
-            torch.tensor(offset),
-            bidirectional=True,
-            num_buckets=attention.relative_attention_num_buckets,
-            max_distance=attention.relative_attention_max_distance,
-        )
-        with torch.no_grad():
-            attention.relative_attention_bias.weight[bucket, head] += bias
 
 
 def encode_corpus(tok: T5Tokenizer, texts: Sequence[str]) -> list[list[int]]:
@@ -438,6 +395,24 @@ def train(
 # ---- command line -----------------------------------------------------------------------------------------------
 
 
+# Config fields set from the command line as they are (--corpus-scenes sets corpus_scenes, and so on).
+OPTIONS = (
+    ("steps", int, "total optimisation steps (also sets the LR schedule)"),
+    ("seed", int, "seed of the caption corpus, batches and init"),
+    ("batch_size", int, "captions per step"),
+    ("lr", float, "peak AdamW learning rate"),
+    ("warmup", int, "linear warm-up steps of the learning rate"),
+    ("corpus_scenes", int, "scenes whose 2 captions form the corpus"),
+    ("save_every_min", float, "minutes between checkpoints"),
+    ("word_identity_weight", float, "weight of the word-identity loss (each output names its own piece)"),
+    ("context_invariance_weight", float, "weight of the context-invariance loss (one piece, one vector)"),
+    ("neighbour_weight", float, "weight of the neighbour loss (each output names the pieces 2 and 1 either side)"),
+    ("layout_weight", float, "weight of the layout loss (each name's pieces: its object's cell, size, ranks)"),
+    ("invariant_dims", int, "context invariance on the first N output channels only (0: all)"),
+    ("position_lr_mult", float, "learning rate of the relative-position bias as a multiple of --lr"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pixart.demo.text_encoder",
@@ -448,46 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = TextEncoderTrainConfig()
     p.add_argument("--out", required=True, metavar="DIR", help="export folder: DIR/text_encoder and DIR/tokenizer")
     p.add_argument("--run-dir", metavar="DIR", help="tokenizer, checkpoint, log.csv, loss.png (default: OUT/t5_run)")
-    p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (also sets the LR schedule)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt if it exists")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the caption corpus, batches and init")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="captions per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
-    p.add_argument(
-        "--corpus-scenes", type=int, default=d.corpus_scenes, help="scenes whose 2 captions form the corpus"
-    )
-    p.add_argument(
-        "--word-identity-weight",
-        type=float,
-        default=d.word_identity_weight,
-        help="weight of the word-identity loss (each encoder output names its own piece) added to span corruption",
-    )
-    p.add_argument(
-        "--context-invariance-weight",
-        type=float,
-        default=d.context_invariance_weight,
-        help="weight of the context-invariance loss (one piece, one vector whatever the caption) added as well",
-    )
-    p.add_argument(
-        "--neighbour-weight",
-        type=float,
-        default=d.neighbour_weight,
-        help="weight of the neighbour loss (each output names the pieces 2 and 1 before and after it) added too",
-    )
-    p.add_argument(
-        "--layout-weight",
-        type=float,
-        default=d.layout_weight,
-        help="weight of the layout loss (each emoji name's pieces predict its object's cell and size in the scene)",
-    )
-    p.add_argument(
-        "--invariant-dims",
-        type=int,
-        default=d.invariant_dims,
-        help="context invariance on the first N output channels only (0: all)",
-    )
+    for field, kind, text in OPTIONS:
+        p.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(d, field), help=text)
     p.add_argument("--init-from", metavar="CKPT", default="", help="start from this text-encoder checkpoint.pt")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps of the learning rate")
     p.add_argument(
         "--position-init",
         default="",
@@ -495,36 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="add BIAS to the encoder's relative-position bias of HEAD at OFFSET (-1: the word before) at the start",
     )
     p.add_argument(
-        "--position-lr-mult",
-        type=float,
-        default=d.position_lr_mult,
-        help="learning rate of the relative-position bias as a multiple of --lr",
-    )
-    p.add_argument(
         "--tokenizer",
         metavar="DIR",
         help="use this tokenizer folder (e.g. a shipped model's tokenizer/) instead of training one",
     )
     p.add_argument("--vocab-size", type=int, default=d.sp_vocab_size, help="sentencepiece pieces (upper bound)")
-    p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between checkpoints")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo is sized for one)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level")
     return p
-
-
-def parse_position_init(text: str) -> tuple[tuple[int, int, float], ...]:
-    """ "0:-1:8,2:1:8" -> ((0, -1, 8.0), (2, 1, 8.0)); ValueError names a bad item."""
-    out = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        parts = item.split(":")
-        try:
-            head, offset, bias = int(parts[0]), int(parts[1]), float(parts[2])
-        except (IndexError, ValueError):
-            raise ValueError(f"--position-init item {item!r}: expected HEAD:OFFSET:BIAS, e.g. 0:-1:8") from None
-        if len(parts) != 3 or offset == 0:
-            raise ValueError(f"--position-init item {item!r}: expected HEAD:OFFSET:BIAS with OFFSET != 0")
-        out.append((head, offset, bias))
-    return tuple(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -535,21 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     cfg = TextEncoderTrainConfig(
-        steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        corpus_scenes=args.corpus_scenes,
+        **{field: getattr(args, field) for field, _, _ in OPTIONS},
         sp_vocab_size=args.vocab_size,
-        save_every_min=args.save_every_min,
-        word_identity_weight=args.word_identity_weight,
-        context_invariance_weight=args.context_invariance_weight,
-        neighbour_weight=args.neighbour_weight,
-        layout_weight=args.layout_weight,
-        invariant_dims=args.invariant_dims,
         init_from=args.init_from,
-        warmup=args.warmup,
-        position_lr_mult=args.position_lr_mult,
         position_init=position_init,
     )
     return run_trainer(
