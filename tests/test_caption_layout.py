@@ -191,3 +191,35 @@ def test_position_init_adds_bias_at_the_offsets_bucket_and_bad_items_are_refused
         a = model.encoder(input_ids=ids).last_hidden_state
         b = model.encoder(input_ids=ids.flip(1)).last_hidden_state
     assert not torch.allclose(a[0, 1], b[0, 3])
+
+
+def test_keep_loss_is_the_share_of_the_kept_channels_variance_missed():
+    from pixart.demo.word_losses import keep_loss
+
+    target = torch.randn(2, 4, 6)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    encoded = target.clone()
+    encoded[..., 3:] += 5.0  # channels past `dims` are free
+    encoded[0, 3] += 100.0  # and so are pad positions
+    assert keep_loss(encoded, target, mask, dims=3).item() == pytest.approx(0.0, abs=1e-6)
+    kept = target[..., :3][mask.bool()]  # (5, 3)
+    constant = kept.mean(0).expand(2, 4, 3)
+    assert keep_loss(constant, target, mask, dims=3).item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_keep_weight_needs_the_layout_loss_and_a_reference(tmp_path):
+    with pytest.raises(ValueError, match="keep_weight needs layout_weight and keep_from"):
+        train(tiny_cfg(keep_weight=1.0, keep_dims=8), tmp_path / "a", tmp_path / "a_out")
+
+
+def test_keep_from_adds_the_reference_encoders_term(tmp_path):
+    train(tiny_cfg(steps=2), tmp_path / "ref", tmp_path / "ref_out")
+    tok_dir, ref = tmp_path / "ref" / "tokenizer", str(tmp_path / "ref_out" / "text_encoder")
+    plain = train(tiny_cfg(layout_weight=1.0, steps=1), tmp_path / "a", tmp_path / "a_out", tokenizer=tok_dir)
+    kept = train(
+        tiny_cfg(layout_weight=1.0, steps=1, keep_from=ref, keep_dims=16, keep_weight=1.0),
+        tmp_path / "b",
+        tmp_path / "b_out",
+        tokenizer=tok_dir,
+    )
+    assert kept[0] > plain[0]  # the same batches and init, plus a positive share of missed variance

@@ -22,7 +22,8 @@ How it is made (one command, deterministic from `seed`):
    ranks in the scene (`pixart.demo.caption_layout`), with `--invariant-dims` keeping context invariance to part
    of the channels; the losses are in `pixart.demo.word_losses`. `--position-init` gives chosen heads a head start
    towards chosen neighbours (T5's relative-position bias, left at its init scale, hardly moves in a few hundred
-   steps) and `--position-lr-mult` trains that bias faster; `--init-from` fine-tunes an earlier run's weights.
+   steps) and `--position-lr-mult` trains that bias faster; `--init-from` fine-tunes an earlier run's weights, and
+   `--keep-from DIR --keep-dims N --keep-weight W` holds the first N output channels to an exported encoder's.
 4. Export: only the encoder, as `T5EncoderModel` (`text_encoder/config.json` + fp16 `model.safetensors`), which
    stays frozen while the DiT trains, as PixArt keeps T5-XXL frozen.
 
@@ -73,6 +74,7 @@ from pixart.demo.tokenizer import (
 from pixart.demo.word_losses import (
     add_position_bias,
     context_invariance_loss,
+    keep_loss,
     layout_loss,
     neighbour_heads,
     neighbour_loss,
@@ -131,6 +133,12 @@ class TextEncoderTrainConfig:
     position_init: tuple[tuple[int, int, float], ...] = ()
     # start from the model weights of this text-encoder checkpoint.pt (its tokenizer must be the one used)
     init_from: str = ""
+    # keep: hold the first `keep_dims` output channels to those of this exported text encoder (a T5EncoderModel
+    # folder) on the layout batch's clean captions, with this weight (see `keep_loss`): a DiT that reads that encoder
+    # then finds its names as it knows them, the layout loss shaping only the other channels. Needs layout_weight.
+    keep_from: str = ""
+    keep_dims: int = 0
+    keep_weight: float = 0.0
     # optimisation
     steps: int = 600
     batch_size: int = 32
@@ -299,6 +307,11 @@ def train(
     if state is None and cfg.init_from:
         model.load_state_dict(load_checkpoint(Path(cfg.init_from))["model"])
         logger.info("model weights from %s", cfg.init_from)
+    keep = None
+    if cfg.keep_weight:
+        if not cfg.layout_weight or not cfg.keep_from:
+            raise ValueError("keep_weight needs layout_weight and keep_from (the encoder whose channels to keep)")
+        keep = T5EncoderModel.from_pretrained(cfg.keep_from, dtype=torch.float32).eval().requires_grad_(False)
     if state is None and cfg.position_init:
         add_position_bias(model, cfg.position_init)
     heads = neighbour_heads(cfg, len(tok)) if cfg.neighbour_weight else torch.nn.ModuleList()
@@ -368,6 +381,13 @@ def train(
                 h = model.encoder(input_ids=clean["input_ids"], attention_mask=clean["attention_mask"])
                 placed = layout_loss(layout, h.last_hidden_state, clean)
                 loss_t = loss_t + cfg.layout_weight * placed
+                if keep is not None:
+                    with torch.no_grad():
+                        target = keep(input_ids=clean["input_ids"], attention_mask=clean["attention_mask"])
+                    kept = keep_loss(
+                        h.last_hidden_state, target.last_hidden_state, clean["attention_mask"], cfg.keep_dims
+                    )
+                    loss_t = loss_t + cfg.keep_weight * kept
             opt.zero_grad(set_to_none=True)
             loss_t.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -410,6 +430,9 @@ OPTIONS = (
     ("layout_weight", float, "weight of the layout loss (each name's pieces: its object's cell, size, ranks)"),
     ("invariant_dims", int, "context invariance on the first N output channels only (0: all)"),
     ("position_lr_mult", float, "learning rate of the relative-position bias as a multiple of --lr"),
+    ("keep_from", str, "an exported text_encoder/ folder whose first --keep-dims output channels are kept"),
+    ("keep_dims", int, "how many leading output channels --keep-from holds"),
+    ("keep_weight", float, "weight of the keep loss (share of those channels' variance missed), with the layout loss"),
 )
 
 

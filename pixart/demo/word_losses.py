@@ -109,6 +109,17 @@ def layout_loss(heads: torch.nn.ModuleDict, encoded: torch.Tensor, batch: dict[s
     return torch.stack(losses).mean()
 
 
+def keep_loss(encoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, dims: int) -> torch.Tensor:
+    """The share of the reference outputs' variance that the first `dims` channels miss, over the real tokens.
+
+    encoded, target: (B, S, D) this encoder's and a frozen reference encoder's outputs for the same captions;
+    mask: (B, S) attention mask. 0 when the channels are the reference's; 1 for a constant at their mean.
+    """
+    keep = mask.bool()
+    h, t = encoded[..., :dims][keep], target[..., :dims][keep]  # (N, dims)
+    return (h - t).pow(2).sum() / (t - t.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
 def neighbour_heads(cfg: TextEncoderTrainConfig, vocab_size: int) -> torch.nn.ModuleList:
     """One linear read-out per neighbour offset (training only: the exported encoder does not carry them)."""
     heads = torch.nn.ModuleList(torch.nn.Linear(cfg.d_model, vocab_size, bias=False) for _ in cfg.neighbour_offsets)
