@@ -26,6 +26,7 @@ from transformers import T5Tokenizer
 
 from pixart.data.emoji import Scene, long_caption, sample_scene, scene_seed, short_caption
 from pixart.data.emoji_vocab import BY_NAME, POSITIONS
+from pixart.demo.tokenizer import PAD_ID
 
 SIZES = ("small", "medium", "large")
 RANKS = 3  # at most three objects a scene
@@ -108,8 +109,6 @@ def layout_batch(
     Returns input_ids/attention_mask (B, S); rows (N, 2) = (caption, token); the targets cell (N, 9), size, row
     and col (N, 3).
     """
-    from pixart.demo.tokenizer import PAD_ID
-
     cut = [list(encoded[i][:max_length]) for i in index]
     s = max(len(ids) for ids in cut)
     ids = torch.full((len(cut), s), PAD_ID, dtype=torch.long)
