@@ -49,12 +49,16 @@ def _word_ends(pieces: Sequence[str], end: int) -> bool:
     return end == len(pieces) or pieces[end].startswith("▁") or not pieces[end][:1].isalpha()
 
 
-def name_layouts(tok: T5Tokenizer, ids: Sequence[int], scene: Scene) -> list[NameLayout]:
+def name_layouts(
+    tok: T5Tokenizer, ids: Sequence[int], scene: Scene, form_ids: dict[str, list[int]] | None = None
+) -> list[NameLayout]:
     """Every occurrence in `ids` (a caption of `scene`, tokenised without eos) of one of the scene's names.
 
     Forms are searched longest first (plural before singular, "red apple" before "apple"), and a token belongs to
-    at most one match, so a name inside another is not counted twice.
+    at most one match, so a name inside another is not counted twice. `form_ids`: a cache of each form's token ids,
+    shared across the captions of a corpus.
     """
+    form_ids = {} if form_ids is None else form_ids
     pieces = tok.convert_ids_to_tokens(list(ids))
     by_y = sorted(range(len(scene.objects)), key=lambda i: (scene.objects[i].y, scene.objects[i].x))
     by_x = sorted(range(len(scene.objects)), key=lambda i: (scene.objects[i].x, scene.objects[i].y))
@@ -70,7 +74,9 @@ def name_layouts(tok: T5Tokenizer, ids: Sequence[int], scene: Scene) -> list[Nam
         )
         entry = BY_NAME.get(name)
         for form in {name, entry.plural_name if entry else name + "s"}:
-            forms.append((tok(form, add_special_tokens=False).input_ids, targets))
+            if form not in form_ids:
+                form_ids[form] = tok(form, add_special_tokens=False).input_ids
+            forms.append((form_ids[form], targets))
     forms.sort(key=lambda f: -len(f[0]))
     taken = [False] * len(ids)
     out = []
@@ -91,13 +97,13 @@ def layout_corpus(
 ) -> tuple[list[list[int]], list[list[NameLayout]]]:
     """The short and long captions of scenes 0..n_scenes-1 of dataset `seed` (the T5 corpus's order), tokenised
     without eos, and each one's name layouts."""
-    encoded, layouts = [], []
+    encoded, layouts, form_ids = [], [], {}
     for i in range(n_scenes):
         scene = sample_scene(scene_seed(seed, i), *sizes[i % len(sizes)])
         for caption in (short_caption(scene), long_caption(scene)):
             ids = tok(caption).input_ids[:-1]
             encoded.append(ids)
-            layouts.append(name_layouts(tok, ids, scene))
+            layouts.append(name_layouts(tok, ids, scene, form_ids))
     return encoded, layouts
 
 
