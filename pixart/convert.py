@@ -131,6 +131,15 @@ def ours_to_diffusers(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tens
     return out
 
 
+def _stack_rows(chunks: list[Tensor]) -> Tensor:
+    """`torch.cat(chunks, dim=0)`; for meta tensors (shape-only reads) an empty meta tensor of the joined shape,
+    since `torch.cat` on meta tensors imports torch._dynamo, two seconds of a `pixart generate` on a small CPU."""
+    if chunks[0].is_meta:
+        rows = sum(c.shape[0] for c in chunks)
+        return torch.empty((rows, *chunks[0].shape[1:]), dtype=chunks[0].dtype, device="meta")
+    return torch.cat(chunks, dim=0)
+
+
 def diffusers_to_ours(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
     """`PixArtTransformer2DModel` state dict (optionally with our extra keys) -> ours.
 
@@ -145,7 +154,7 @@ def diffusers_to_ours(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tens
         for fused, parts in _FUSED:
             for s in ("weight", "bias"):
                 chunks = [_pop(sd, f"transformer_blocks.{i}.{part}.{s}", "diffusers") for part in parts]
-                out[f"blocks.{i}.{fused}.{s}"] = torch.cat(chunks, dim=0)
+                out[f"blocks.{i}.{fused}.{s}"] = _stack_rows(chunks)
     if _NULL_CAPTION[1] in sd:
         out[_NULL_CAPTION[0]] = sd.pop(_NULL_CAPTION[1])
     _fail_on_leftovers(sd, "diffusers")

@@ -166,6 +166,16 @@ def test_kv_diffusers_folder_carries_extra_keys_and_config(tmp_path):
     assert_same_weights(load_transformer(tmp_path / "d").state_dict(), model.state_dict())
 
 
+def test_shape_only_read_of_a_diffusers_folder_matches_the_real_read(tmp_path):
+    """`meta=True` (what `pixart generate` reads first) joins the split q/k/v and MLP rows without torch.cat."""
+    model = tiny_model(**CONFIGS["kv"]).half()
+    convert_checkpoint(save_transformer(model, tmp_path / "m.safetensors"), tmp_path / "d", "diffusers")
+    cfg, real, _ = read_checkpoint(tmp_path / "d")
+    meta_cfg, meta, _ = read_checkpoint(tmp_path / "d", meta=True)
+    assert meta_cfg == cfg and all(t.is_meta for t in meta.values())
+    assert {k: (v.shape, v.dtype) for k, v in meta.items()} == {k: (v.shape, v.dtype) for k, v in real.items()}
+
+
 def test_v_prediction_survives_every_writable_layout_but_official(tmp_path):
     model = tiny_model(prediction="v")
     src = save_transformer(model, tmp_path / "m.safetensors")

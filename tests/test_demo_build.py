@@ -145,6 +145,10 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
         "retext-kv": ["lr=1e-4"],
         "layout-mix": [],
         "layout-kv": [],
+        "draw-centre": [],
+        "draw-singles": [],
+        "draw-kv": [],
+        "bind-mix": [],
     }
 
 

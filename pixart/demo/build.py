@@ -16,6 +16,9 @@ picture (`data-centre`: the identity lesson), then the one-object and full world
 (`retext-mix`, `data.mix`), then 256 px (`retext-kv`). The layout stages do it once more for a fourth T5
 (`text_encoder-v4`: the second fine-tuned so that each emoji name says where its object is and how large, and able
 to tell word order), from retext-mix's model: the three worlds mixed (`layout-mix`), then 256 px (`layout-kv`).
+The draw stages go on from retext-centre: the identity lesson longer (`draw-centre`), one emoji a scene anywhere
+mixed with the centred world (`draw-singles`), then 256 px (`draw-kv`: the package's model); `bind-mix` brings the
+full world back, read through a fifth T5 (`text_encoder-v5`). The stage tables are in `pixart.demo.recipe`.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
@@ -39,91 +42,25 @@ from pathlib import Path
 from pixart.demo import carry
 from pixart.demo.carry import export_latest, latest_step
 from pixart.demo.package import PACKAGE_DIR, export_for, stage_package
+from pixart.demo.recipe import (
+    BASE_SEGMENTS,
+    CACHE,
+    DIT_STAGES,
+    MIX,
+    PREVIOUS,
+    SCENES,
+    SIZES_128,
+    SIZES_256,
+    SMOKE_SCENES,
+    STAGES,
+    TEXT_ENCODER_V2,
+    TEXT_ENCODER_V4,
+    TEXT_ENCODER_V5,
+)
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent.parent
-STAGES = (
-    "data",
-    "text_encoder",
-    "vae",
-    "cache-128",
-    "base",
-    "data-lesson",
-    "cache-lesson",
-    "lesson",
-    "full",
-    "cache-256",
-    "hires",
-    "kv",
-    "text_encoder-v2",
-    "data-centre",
-    "cache-centre-v2",
-    "retext-centre",
-    "cache-lesson-v2",
-    "retext-lesson",
-    "cache-128-v2",
-    "retext-full",
-    "retext-mix",
-    "cache-256-v2",
-    "retext-kv",
-    "text_encoder-v4",
-    "cache-centre-v4",
-    "cache-lesson-v4",
-    "cache-128-v4",
-    "layout-mix",
-    "cache-256-v4",
-    "layout-kv",
-    "package",
-)
-DIT_STAGES = (
-    *("base", "lesson", "full", "hires", "kv"),
-    *("retext-centre", "retext-lesson", "retext-full", "retext-mix", "retext-kv"),
-    *("layout-mix", "layout-kv"),
-)
-# Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
-# which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
-PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires": ("full", "final"),
-            "kv": ("hires", "final"), "retext-centre": ("kv", "final"),
-            "retext-lesson": ("retext-centre", "final-raw"), "retext-full": ("retext-lesson", "final-raw"),
-            "retext-mix": ("retext-full", "final-raw"), "retext-kv": ("retext-mix", "final"),
-            "layout-mix": ("retext-mix", "final"), "layout-kv": ("layout-mix", "final")}  # fmt: skip
-CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
-         "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
-         "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
-         "layout-kv": "cache-256-v4"}  # fmt: skip
-# Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
-MIX = {
-    "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
-    "layout-mix": (("cache-lesson-v4", 1), ("cache-centre-v4", 2)),
-}
-TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
-# The fourth T5: the second's weights fine-tuned with the layout loss (each name's pieces predict its object's cell,
-# size and ranks from the top and the left), context invariance on the first 128 of 256 channels, and two heads
-# given a head start towards the word before and the word after (the trained T5s were nearly blind to word order);
-# the same tokenizer.
-TEXT_ENCODER_V4 = (
-    *TEXT_ENCODER_V2,
-    *("--layout-weight", "2.0", "--invariant-dims", "128", "--steps", "400", "--lr", "1e-3", "--warmup", "50"),
-    *("--position-init", "0:-1:10,2:1:10", "--position-lr-mult", "10"),
-)
-# The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
-# with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
-# run, at 12,800 steps, still drew the flat background at high noise (docs/demo-model.md); bf16 autocast from 5,000
-# (the host had AVX-512 BF16; `--set base.mixed_precision=no` elsewhere). A `--set base.max_steps=N` stops it at N.
-BASE_SEGMENTS = (
-    (5000, ()),
-    (12800, ("mixed_precision=bf16",)),
-    (16000, ("mixed_precision=bf16", "timestep_high_fraction=0.5", "timestep_high_from=800")),
-    (22000, ("mixed_precision=bf16", "timestep_high_fraction=0.5", "timestep_high_from=900")),
-    (23000, ("mixed_precision=bf16", "timestep_high_fraction=0.75", "timestep_high_from=900")),
-)
-
-# (width, height) of the exported scenes: the exact bucket sizes of each stage's table, so no crop cuts an emoji.
-SIZES_128 = ((128, 128), (160, 96), (96, 160), (144, 112), (112, 144))
-SIZES_256 = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
-SCENES = {"data-128": 12000, "data-256": 4000, "data-lesson": 3000, "data-centre": 2000}
-SMOKE_SCENES = {"data-128": 24, "data-256": 12, "data-lesson": 12, "data-centre": 12}
 
 
 def _outputs(stage: str) -> list[str]:
@@ -133,7 +70,7 @@ def _outputs(stage: str) -> list[str]:
         return ["data-128/metadata.jsonl", "data-256/metadata.jsonl"]
     if stage in ("text_encoder", "vae"):
         return [f"export/{stage}/config.json"]
-    if stage in ("text_encoder-v2", "text_encoder-v4"):
+    if stage in ("text_encoder-v2", "text_encoder-v4", "text_encoder-v5"):
         v = stage.rpartition("-")[2]
         return [f"export-{v}/text_encoder/config.json", f"export-{v}/vae/config.json"]
     if stage.startswith(("data-", "cache-")):
@@ -173,12 +110,14 @@ def stage_data(root: Path, smoke: bool) -> None:
     export_dataset(root / "data-256", counts["data-256"], seed=1, sizes=SIZES_256)
 
 
-def stage_data_lesson(root: Path, smoke: bool) -> None:
-    """The lesson's world: one emoji a scene, square 128 px (seed 2, apart from the other datasets' scenes)."""
+def stage_data_lesson(root: Path, smoke: bool, side: int = 128) -> None:
+    """The lesson's world: one emoji a scene, square 128 px (seed 2, apart from the other datasets' scenes);
+    side 256: data-lesson-256, the same world at 256 px (seed 4), for the draw-kv stage."""
     from pixart.data.emoji import export_dataset
 
     counts = SMOKE_SCENES if smoke else SCENES
-    export_dataset(root / "data-lesson", counts["data-lesson"], seed=2, sizes=((128, 128),), max_objects=1)
+    name, seed = ("data-lesson", 2) if side == 128 else (f"data-lesson-{side}", 4)
+    export_dataset(root / name, counts[name], seed=seed, sizes=((side, side),), max_objects=1)
 
 
 def stage_data_centre(root: Path, smoke: bool) -> None:
@@ -206,7 +145,8 @@ def stage_text_encoder_v2(root: Path, smoke: bool, version: str = "v2") -> None:
     """The second T5: the same corpus and tokenizer (export/tokenizer), span corruption plus word identity and
     context invariance; export-v2/ gets it, the tokenizer and a copy of the VAE, so that it is a complete text
     encoder + VAE folder like export/. version "v4": the fourth T5 (`TEXT_ENCODER_V4`: the second's checkpoint
-    fine-tuned with the layout loss) in export-v4/."""
+    fine-tuned with the layout loss) in export-v4/; "v5": the fifth (`TEXT_ENCODER_V5`: v4's recipe, the first 128
+    channels held to the second's) in export-v5/."""
     import shutil
 
     from pixart.demo import text_encoder
@@ -216,6 +156,9 @@ def stage_text_encoder_v2(root: Path, smoke: bool, version: str = "v2") -> None:
     args += ["--tokenizer", str(root / "export" / "tokenizer")]
     if version == "v4":
         args += [*TEXT_ENCODER_V4, "--init-from", str(root / "text_encoder-v2" / "checkpoint.pt")]
+    elif version == "v5":
+        args += [*TEXT_ENCODER_V5, "--init-from", str(root / "text_encoder-v2" / "checkpoint.pt")]
+        args += ["--keep-from", str(root / "export-v2" / "text_encoder")]
     else:
         args += TEXT_ENCODER_V2
     if smoke:
@@ -400,10 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--package-from",
-        default="retext-kv",
+        default="draw-kv",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (retext-kv: the finished recipe; kv: "
-        "the v5 package of sessions 17-20); for a "
+        help="the DiT stage whose final.safetensors the package stage ships (draw-kv: the v7 package; retext-kv: "
+        "v6, sessions 21-22; kv: v5, sessions 17-20); for a "
         "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
     )
     p.add_argument(
@@ -471,6 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-lesson-v4": lambda: stage_cache(root, args.smoke, 128, name="lesson", version="-v4"),
         "cache-128-v4": lambda: stage_cache(root, args.smoke, 128, version="-v4"),
         "cache-256-v4": lambda: stage_cache(root, args.smoke, 256, version="-v4"),
+        "text_encoder-v5": lambda: stage_text_encoder_v2(root, args.smoke, "v5"),
+        "cache-centre-v5": lambda: stage_cache(root, args.smoke, 128, name="centre", version="-v5"),
+        "cache-lesson-v5": lambda: stage_cache(root, args.smoke, 128, name="lesson", version="-v5"),
+        "cache-128-v5": lambda: stage_cache(root, args.smoke, 128, version="-v5"),
+        "data-lesson-256": lambda: stage_data_lesson(root, args.smoke, 256),
+        "cache-lesson-256-v2": lambda: stage_cache(root, args.smoke, 256, name="lesson-256", version="-v2"),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }

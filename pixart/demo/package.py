@@ -18,14 +18,17 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
 def export_for(stage: str) -> str:
-    """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext stages read the
-    second T5 (export-v2/), the layout stages the fourth (export-v4/), every other stage the first (export/)."""
-    return "export-v2" if stage.startswith("retext-") else "export-v4" if stage.startswith("layout-") else "export"
+    """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext and draw stages
+    read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
+    (export-v5/), every other stage the first (export/)."""
+    if stage.startswith(("retext-", "draw-")):
+        return "export-v2"
+    return {"layout": "export-v4", "bind": "export-v5"}.get(stage.partition("-")[0], "export")
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "retext-kv") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-kv") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (retext-kv: the finished recipe)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (draw-kv: the v7 package)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
@@ -92,6 +95,17 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 (`pixart eval`) are in the project README, section "The bundled demo model".
 """
 STAGE_NOTE = {
+    "bind-mix": "\nThe transformer reads the fifth text encoder (the layout loss, the second's channels kept), at "
+    "128 px (the three worlds mixed, after the draw stages): its 256 px stage has not been run yet.\n",
+    "draw-kv": "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 "
+    "recipe it was taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), then to "
+    "put one emoji where the caption says (the one-object world mixed with the centred one), then 256 px with KV "
+    "compression (conv, 2x) on blocks 4-7. It has seen no scene with two emoji since: prompts with several kinds "
+    "of emoji get one of them, or a blend.\n",
+    "draw-singles": "\nThe transformer reads the second text encoder, at 128 px (the identity lesson, then one "
+    "emoji a scene anywhere): its 256 px stage has not been run yet.\n",
+    "draw-centre": "\nThe transformer reads the second text encoder, at 128 px (identity lesson only: one large "
+    "emoji in the middle): the recipe has not finished yet.\n",
     "layout-kv": "\nThe transformer is the retext recipe's 128 px model (the three worlds mixed) retrained to read a "
     "fourth text encoder, whose emoji names say where their objects are and how large (the layout loss), at 128 px "
     "(the three worlds mixed) and then 256 px with KV compression (conv, 2x) on blocks 4-7.\n",

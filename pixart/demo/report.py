@@ -56,6 +56,8 @@ RUNS = (
     Run("retext-kv", "stage 4e: second T5, 256 px", stage="retext-kv"),
     Run("layout-mix", "stage 5a: fourth T5 (layout loss), three worlds mixed, 128 px", stage="layout-mix"),
     Run("layout-kv", "stage 5b: fourth T5 (layout loss), 256 px", stage="layout-kv"),
+    Run("draw-singles", "stage 6b: second T5, one emoji a scene, 128 px", stage="draw-singles"),
+    Run("draw-kv", "stage 6c: second T5, one emoji a scene, 256 px", stage="draw-kv"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),

@@ -1,0 +1,109 @@
+"""The demo model's recipe as data: the build's stages in order, which DiT stage starts from which, which caches
+each trains on, the T5 recipes' options, the base stage's segments and the datasets' sizes.
+
+`pixart.demo.build` runs it (`python -m pixart.demo.build`); the why of each stage is in its config
+(configs/demo/STAGE.toml) and in docs/demo-model.md.
+"""
+
+from __future__ import annotations
+
+STAGES = (
+    "data",
+    "text_encoder",
+    "vae",
+    "cache-128",
+    "base",
+    "data-lesson",
+    "cache-lesson",
+    "lesson",
+    "full",
+    "cache-256",
+    "hires",
+    "kv",
+    "text_encoder-v2",
+    "data-centre",
+    "cache-centre-v2",
+    "retext-centre",
+    "cache-lesson-v2",
+    "retext-lesson",
+    "cache-128-v2",
+    "retext-full",
+    "retext-mix",
+    "cache-256-v2",
+    "retext-kv",
+    "text_encoder-v4",
+    "cache-centre-v4",
+    "cache-lesson-v4",
+    "cache-128-v4",
+    "layout-mix",
+    "cache-256-v4",
+    "layout-kv",
+    "text_encoder-v5",
+    "cache-centre-v5",
+    "cache-lesson-v5",
+    "cache-128-v5",
+    "draw-centre",
+    "draw-singles",
+    "data-lesson-256",
+    "cache-lesson-256-v2",
+    "draw-kv",
+    "bind-mix",
+    "package",
+)
+DIT_STAGES = (
+    *("base", "lesson", "full", "hires", "kv"),
+    *("retext-centre", "retext-lesson", "retext-full", "retext-mix", "retext-kv"),
+    *("layout-mix", "layout-kv"),
+    *("draw-centre", "draw-singles", "draw-kv", "bind-mix"),
+)
+# Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
+# which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
+PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires": ("full", "final"),
+            "kv": ("hires", "final"), "retext-centre": ("kv", "final"),
+            "retext-lesson": ("retext-centre", "final-raw"), "retext-full": ("retext-lesson", "final-raw"),
+            "retext-mix": ("retext-full", "final-raw"), "retext-kv": ("retext-mix", "final"),
+            "layout-mix": ("retext-mix", "final"), "layout-kv": ("layout-mix", "final"),
+            "draw-centre": ("retext-centre", "final-raw"), "draw-singles": ("draw-centre", "final"),
+            "draw-kv": ("draw-singles", "final"), "bind-mix": ("draw-singles", "final")}  # fmt: skip
+CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
+         "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
+         "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
+         "layout-kv": "cache-256-v4", "draw-centre": "cache-centre-v2", "draw-singles": "cache-lesson-v2",
+         "draw-kv": "cache-lesson-256-v2", "bind-mix": "cache-128-v5"}  # fmt: skip
+# Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
+MIX = {
+    "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
+    "layout-mix": (("cache-lesson-v4", 1), ("cache-centre-v4", 2)),
+    "draw-singles": (("cache-centre-v2", 1),),
+    "bind-mix": (("cache-lesson-v5", 2), ("cache-centre-v5", 2)),
+}
+TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
+# The fourth T5: the second's weights fine-tuned with the layout loss (each name's pieces predict its object's cell,
+# size and ranks from the top and the left), context invariance on the first 128 of 256 channels, and two heads
+# given a head start towards the word before and the word after (the trained T5s were nearly blind to word order);
+# the same tokenizer.
+TEXT_ENCODER_V4 = (
+    *TEXT_ENCODER_V2,
+    *("--layout-weight", "2.0", "--invariant-dims", "128", "--steps", "400", "--lr", "1e-3", "--warmup", "50"),
+    *("--position-init", "0:-1:10,2:1:10", "--position-lr-mult", "10"),
+)
+# The fifth T5: the fourth's recipe with the first 128 channels also held to the second T5's outputs (keep_loss),
+# so that the names stay as far apart as the second's while the layout loss gives them roles and sizes.
+TEXT_ENCODER_V5 = (*TEXT_ENCODER_V4, "--keep-dims", "128", "--keep-weight", "2")
+# The base stage as it ran: one run (`runs/demo/dit-base-v5`, forked at 12,800 as `dit-base-v5-high`), resumed
+# with these settings up to each step. The share of each batch redrawn at t >= 800/900 came in once the uniform-t
+# run, at 12,800 steps, still drew the flat background at high noise (docs/demo-model.md); bf16 autocast from 5,000
+# (the host had AVX-512 BF16; `--set base.mixed_precision=no` elsewhere). A `--set base.max_steps=N` stops it at N.
+BASE_SEGMENTS = (
+    (5000, ()),
+    (12800, ("mixed_precision=bf16",)),
+    (16000, ("mixed_precision=bf16", "timestep_high_fraction=0.5", "timestep_high_from=800")),
+    (22000, ("mixed_precision=bf16", "timestep_high_fraction=0.5", "timestep_high_from=900")),
+    (23000, ("mixed_precision=bf16", "timestep_high_fraction=0.75", "timestep_high_from=900")),
+)
+
+# (width, height) of the exported scenes: the exact bucket sizes of each stage's table, so no crop cuts an emoji.
+SIZES_128 = ((128, 128), (160, 96), (96, 160), (144, 112), (112, 144))
+SIZES_256 = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
+SCENES = {"data-128": 12000, "data-256": 4000, "data-lesson": 3000, "data-centre": 2000, "data-lesson-256": 1500}
+SMOKE_SCENES = {"data-128": 24, "data-256": 12, "data-lesson": 12, "data-centre": 12, "data-lesson-256": 12}
