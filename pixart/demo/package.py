@@ -17,13 +17,15 @@ logger = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
+# Which T5 export each family of DiT stages reads, by the stage name's first word.
+EXPORTS = {"retext": "export-v2", "draw": "export-v2", "layout": "export-v4", "bind": "export-v5"}
+
+
 def export_for(stage: str) -> str:
     """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext and draw stages
     read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
     (export-v5/), every other stage the first (export/)."""
-    if stage.startswith(("retext-", "draw-")):
-        return "export-v2"
-    return {"layout": "export-v4", "bind": "export-v5"}.get(stage.partition("-")[0], "export")
+    return EXPORTS.get(stage.partition("-")[0], "export")
 
 
 def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-kv") -> None:
