@@ -132,24 +132,8 @@ def test_set_overrides_reach_their_stage_and_bad_ones_are_refused(tmp_path, monk
             build.main(["--root", str(tmp_path), "--stages", "base", "--set", bad])
         assert exit_info.value.code == 2
         assert f"--set {bad!r}" in capsys.readouterr().err
-    assert build.split_overrides(["hires.batch_size=4", "retext-kv.lr=1e-4"]) == {
-        "base": [],
-        "lesson": [],
-        "full": [],
-        "hires": ["batch_size=4"],
-        "kv": [],
-        "retext-centre": [],
-        "retext-lesson": [],
-        "retext-full": [],
-        "retext-mix": [],
-        "retext-kv": ["lr=1e-4"],
-        "layout-mix": [],
-        "layout-kv": [],
-        "draw-centre": [],
-        "draw-singles": [],
-        "draw-kv": [],
-        "bind-mix": [],
-    }
+    expected = {stage: [] for stage in build.DIT_STAGES} | {"hires": ["batch_size=4"], "retext-kv": ["lr=1e-4"]}
+    assert build.split_overrides(["hires.batch_size=4", "retext-kv.lr=1e-4"]) == expected
 
 
 def test_the_base_stage_resumes_in_segments_with_their_settings(tmp_path, monkeypatch):
@@ -246,3 +230,27 @@ def test_a_committed_text_encoder_without_its_run_is_not_trained_again(tmp_path,
     (args,) = calls
     assert args[args.index("--init-from") + 1] == str(tmp_path / "text_encoder-v2" / "checkpoint.pt")
     assert "--layout-weight" in args and "--position-init" in args
+
+
+def test_each_stage_config_says_what_the_recipe_tables_say():
+    """A stage's TOML (what `pixart train --config` runs by hand) and the build's tables (what the build passes as
+    overrides) name the same caches, text encoder and starting weights."""
+    from pixart.demo.build import CACHE, DIT_STAGES, MIX, PREVIOUS, REPO
+    from pixart.demo.package import STAGE_NOTE, export_for
+    from pixart.train.config import load_train_config
+
+    assert set(STAGE_NOTE) == set(DIT_STAGES)  # a package made from any stage says what its transformer is
+    for stage in DIT_STAGES:
+        cfg = load_train_config(REPO / "configs" / "demo" / f"{stage}.toml", [])
+        root = "runs/demo"
+        assert cfg.output_dir == f"{root}/dit-{stage}", stage
+        assert cfg.data.cache == f"{root}/{CACHE[stage]}", stage
+        assert cfg.data.text_encoder == f"{root}/{export_for(stage)}", stage
+        assert cfg.data.vae == f"{root}/{export_for(stage)}/vae", stage
+        mix = MIX.get(stage, ())
+        assert list(cfg.data.mix or ()) == [f"{root}/{cache}" for cache, _ in mix], stage
+        if mix:
+            assert list(cfg.data.mix_repeats) == [repeats for _, repeats in mix], stage
+        if stage in PREVIOUS:
+            previous, weights = PREVIOUS[stage]
+            assert cfg.model.init_from == f"{root}/dit-{previous}/{weights}.safetensors", stage

@@ -209,6 +209,11 @@ def test_export_writes_parses_back_and_resumes(tmp_path):
         (lambda d: export_dataset(d, 2, max_objects=4), "4"),
         (lambda d: export_dataset(d, 2, centred=True), "max_objects must be 1"),
         (lambda d: sample_scene(0, 256, 256, centred=True), "max_objects must be 1"),
+        (
+            lambda d: export_dataset(d, 2, min_objects=3, max_objects=2),
+            "min_objects must be 1..max_objects (2), got 3",
+        ),
+        (lambda d: sample_scene(0, 256, 256, min_objects=0), "min_objects must be"),
         (lambda d: sample_scene(0, 256, 256, colors=["red", "mauve"]), "mauve"),
         (lambda d: emoji.parse_sizes("256by256"), "256by256"),
     ],
@@ -232,6 +237,16 @@ def test_export_with_one_object_a_scene(tmp_path):
     assert max(len(json.loads(line)["scene"]["objects"]) for line in (three / "metadata.jsonl").open()) > 1
     with pytest.raises(ValueError, match="other settings"):
         export_dataset(out, 12, seed=5, sizes=[(96, 96)])
+
+
+def test_two_object_world_holds_exactly_two_emoji(tmp_path):
+    out = tmp_path / "pair"
+    export_dataset(out, 40, seed=5, sizes=[(128, 128)], min_objects=2, max_objects=2)
+    scenes = [Scene.from_dict(json.loads(line)["scene"]) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert all(len(s.objects) == 2 for s in scenes)
+    kinds = [len(s.counts()) for s in scenes]
+    assert kinds.count(2) > kinds.count(1) > 0  # two different emoji (70%) and two of a kind (30%), as the full world
+    assert json.loads((out / "dataset.json").read_text())["min_objects"] == 2
 
 
 def test_centred_scenes_hold_one_large_emoji_in_the_middle(tmp_path):

@@ -186,6 +186,7 @@ def sample_scene(
     categories: Sequence[str] | None = None,
     max_objects: int = 3,
     centred: bool = False,
+    min_objects: int = 1,
 ) -> Scene:
     """Draw a scene of the given image size: background, 1..max_objects emoji, their sizes and positions.
 
@@ -193,11 +194,15 @@ def sample_scene(
     one kind possibly repeated ("two cats"). When a layout does not fit (narrow images, large objects) the
     objects are shrunk, then dropped, so the record always describes what is drawn. `centred` (with
     `max_objects=1`): the one emoji is large and in the middle ("a large cat in the center of a red background"),
-    the world in which only which emoji it is varies with the caption, besides the background.
+    the world in which only which emoji it is varies with the caption, besides the background. `min_objects` 2
+    with `max_objects` 2: every scene holds two emoji, two different ones or two of a kind, in the full world's
+    proportions (the world of the eval's pair prompts, and of its counts of two).
     """
     ((width, height),) = check_sizes([(width, height)])
     if not 1 <= max_objects <= 3:
         raise ValueError(f"max_objects must be 1, 2 or 3, got {max_objects!r}")
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"min_objects must be 1..max_objects ({max_objects}), got {min_objects!r}")
     if centred and max_objects != 1:
         raise ValueError(f"centred scenes hold one emoji: max_objects must be 1, got {max_objects!r}")
     names, entries = palette_for(colors), entries_for(categories)
@@ -210,7 +215,8 @@ def sample_scene(
         raise TypeError(f"rng must be an int seed or a numpy Generator, got {type(rng).__name__}")
 
     background = names[int(gen.integers(len(names)))]
-    total = int(gen.choice([1, 2, 3][:max_objects], p=_normalised([0.4, 0.35, 0.25][:max_objects])))
+    totals, shares = [1, 2, 3][min_objects - 1 : max_objects], [0.4, 0.35, 0.25][min_objects - 1 : max_objects]
+    total = int(gen.choice(totals, p=_normalised(shares)))
     counts = {1: [[1]], 2: [[2], [1, 1]], 3: [[3], [2, 1], [1, 1, 1]]}[total]
     counts_p = {1: [1.0], 2: [0.3, 0.7], 3: [0.2, 0.3, 0.5]}[total]
     kind_counts = counts[int(gen.choice(len(counts), p=counts_p))]
@@ -329,6 +335,7 @@ def export_dataset(
     categories: Sequence[str] | None = None,
     max_objects: int = 3,
     centred: bool = False,
+    min_objects: int = 1,
 ) -> ExportSummary:
     """Write scenes 0..n-1 as `NNNNNN.png` + `NNNNNN.txt` (short caption) and `metadata.jsonl`.
 
@@ -336,7 +343,8 @@ def export_dataset(
     written to a temp name and moved into place with os.replace, so a file that exists is complete; images already
     present with the right size are not re-rendered, and `metadata.jsonl` is rewritten whole (atomically) at the end.
     `max_objects` < 3 draws fewer emoji per scene (1: every scene holds one; a simpler world to learn layout on);
-    `centred` (with `max_objects=1`) puts that one large in the middle (the world to learn identity on).
+    `centred` (with `max_objects=1`) puts that one large in the middle (the world to learn identity on);
+    `min_objects` > 1 leaves out the scenes with fewer emoji (2 with `max_objects=2`: the two-object world).
     The settings are kept in `dataset.json`; re-running a folder with different settings raises ValueError. A second
     run with the same settings touches no file; a larger `n` extends the dataset.
     """
@@ -347,6 +355,8 @@ def export_dataset(
     entries_for(categories)
     if max_objects not in (1, 2, 3):
         raise ValueError(f"max_objects must be 1, 2 or 3, got {max_objects!r}")
+    if not isinstance(min_objects, int) or not 1 <= min_objects <= max_objects:
+        raise ValueError(f"min_objects must be 1..max_objects ({max_objects}), got {min_objects!r}")
     if centred and max_objects != 1:
         raise ValueError(f"centred scenes hold one emoji: max_objects must be 1, got {max_objects!r}")
     openmoji = validate_assets()
@@ -363,6 +373,8 @@ def export_dataset(
     }
     if max_objects != 3:  # only when set, so folders exported before the option still match their settings
         settings["max_objects"] = int(max_objects)
+    if min_objects != 1:
+        settings["min_objects"] = int(min_objects)
     if centred:
         settings["centred"] = True
     manifest = out / "dataset.json"
@@ -383,6 +395,7 @@ def export_dataset(
             categories=categories,
             max_objects=max_objects,
             centred=centred,
+            min_objects=min_objects,
         )
         stem, caption = f"{i:0{digits}d}", short_caption(scene)
         png = out / f"{stem}.png"
@@ -430,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated emoji categories (default: all of {', '.join(CATEGORIES)})",
     )
     add("--max-objects", type=int, default=3, choices=(1, 2, 3), help="at most this many emoji a scene (default: 3)")
+    add("--min-objects", type=int, default=1, choices=(1, 2, 3), help="at least this many emoji a scene (default: 1)")
     add("--centred", action="store_true", help="one emoji a scene, large and in the middle (needs --max-objects 1)")
     levels = ("DEBUG", "INFO", "WARNING", "ERROR")
     add("--log-level", default="INFO", type=str.upper, choices=levels, help="logging level (default: INFO)")
@@ -454,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             categories=_split(args.categories),
             max_objects=args.max_objects,
             centred=args.centred,
+            min_objects=args.min_objects,
         )
     except (ValueError, LookupError, ImportError) as e:
         logger.error("%s", e)

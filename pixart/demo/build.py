@@ -17,8 +17,10 @@ picture (`data-centre`: the identity lesson), then the one-object and full world
 (`text_encoder-v4`: the second fine-tuned so that each emoji name says where its object is and how large, and able
 to tell word order), from retext-mix's model: the three worlds mixed (`layout-mix`), then 256 px (`layout-kv`).
 The draw stages go on from retext-centre: the identity lesson longer (`draw-centre`), one emoji a scene anywhere
-mixed with the centred world (`draw-singles`), then 256 px (`draw-kv`: the package's model); `bind-mix` brings the
-full world back, read through a fifth T5 (`text_encoder-v5`). The stage tables are in `pixart.demo.recipe`.
+mixed with the centred world (`draw-singles`), then 256 px (`draw-kv`); `bind-mix` brings the full world back,
+read through a fifth T5 (`text_encoder-v5`). The pair stages add a world of exactly two emoji a scene
+(`data-pair`) to the one-object and centred ones (`pair-mix`), then 256 px
+(`pair-kv`: the package's model). The stage tables are in `pixart.demo.recipe`.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
@@ -129,6 +131,17 @@ def stage_data_centre(root: Path, smoke: bool) -> None:
     export_dataset(
         root / "data-centre", counts["data-centre"], seed=3, sizes=((128, 128),), max_objects=1, centred=True
     )
+
+
+def stage_data_pair(root: Path, smoke: bool, side: int = 128) -> None:
+    """The two-object world: every scene two emoji (two different ones, or two of a kind), square 128 px (seed 5):
+    the eval's pair prompts and its counts of two, with no third object and no lone one; side 256: data-pair-256,
+    the same world at 256 px (seed 6)."""
+    from pixart.data.emoji import export_dataset
+
+    counts = SMOKE_SCENES if smoke else SCENES
+    name, seed = ("data-pair", 5) if side == 128 else (f"data-pair-{side}", 6)
+    export_dataset(root / name, counts[name], seed=seed, sizes=((side, side),), min_objects=2, max_objects=2)
 
 
 def stage_text_encoder(root: Path, smoke: bool) -> None:
@@ -343,10 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--package-from",
-        default="draw-kv",
+        default="pair-kv",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (draw-kv: the v7 package; retext-kv: "
-        "v6, sessions 21-22; kv: v5, sessions 17-20); for a "
+        help="the DiT stage whose final.safetensors the package stage ships (pair-kv: the v8 package; draw-kv: v7, "
+        "session 23; retext-kv: v6, sessions 21-22; kv: v5, sessions 17-20); for a "
         "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
     )
     p.add_argument(
@@ -420,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-128-v5": lambda: stage_cache(root, args.smoke, 128, version="-v5"),
         "data-lesson-256": lambda: stage_data_lesson(root, args.smoke, 256),
         "cache-lesson-256-v2": lambda: stage_cache(root, args.smoke, 256, name="lesson-256", version="-v2"),
+        "data-pair": lambda: stage_data_pair(root, args.smoke),
+        "cache-pair-v2": lambda: stage_cache(root, args.smoke, 128, name="pair", version="-v2"),
+        "data-pair-256": lambda: stage_data_pair(root, args.smoke, 256),
+        "cache-pair-256-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256", version="-v2"),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }

@@ -18,19 +18,19 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
 # Which T5 export each family of DiT stages reads, by the stage name's first word.
-EXPORTS = {"retext": "export-v2", "draw": "export-v2", "layout": "export-v4", "bind": "export-v5"}
+EXPORTS = {"retext": "export-v2", "draw": "export-v2", "pair": "export-v2", "layout": "export-v4", "bind": "export-v5"}
 
 
 def export_for(stage: str) -> str:
-    """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext and draw stages
-    read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
+    """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext, draw and pair
+    stages read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
     (export-v5/), every other stage the first (export/)."""
     return EXPORTS.get(stage.partition("-")[0], "export")
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-kv") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "pair-kv") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (draw-kv: the v7 package)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (pair-kv: the v8 package)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
@@ -97,6 +97,13 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 (`pixart eval`) are in the project README, section "The bundled demo model".
 """
 STAGE_NOTE = {
+    "pair-kv": "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 "
+    "recipe it was taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put "
+    "one emoji where the caption says, then to draw two emoji a scene (the two-object world mixed with the one-object "
+    "and centred ones), then 256 px with KV compression (conv, 2x) on blocks 4-7. The text encoder does not say "
+    "which of two names is the upper or left one, so a pair comes out either way round.\n",
+    "pair-mix": "\nThe transformer reads the second text encoder, at 128 px (the draw stages, then two emoji a scene "
+    "mixed with one): its 256 px stage has not been run yet.\n",
     "bind-mix": "\nThe transformer reads the fifth text encoder (the layout loss, the second's channels kept), at "
     "128 px (the three worlds mixed, after the draw stages): its 256 px stage has not been run yet.\n",
     "draw-kv": "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 "
