@@ -101,7 +101,8 @@ STAGE_NOTE = {
     "recipe it was taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put "
     "one emoji where the caption says, then to draw two emoji a scene (the two-object world mixed with the one-object "
     "and centred ones), then 256 px with KV compression (conv, 2x) on blocks 4-7. The text encoder does not say "
-    "which of two names is the upper or left one, so a pair comes out either way round.\n",
+    "which of two names is the upper or left one, so a pair comes out either way round, and each of two emoji is "
+    "drawn worse than a lone one: prompts with two kinds of emoji rarely pass yet.\n",
     "pair-mix": "\nThe transformer reads the second text encoder, at 128 px (the draw stages, then two emoji a scene "
     "mixed with one): its 256 px stage has not been run yet.\n",
     "bind-mix": "\nThe transformer reads the fifth text encoder (the layout loss, the second's channels kept), at "
