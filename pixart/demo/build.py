@@ -19,8 +19,8 @@ to tell word order), from retext-mix's model: the three worlds mixed (`layout-mi
 The draw stages go on from retext-centre: the identity lesson longer (`draw-centre`), one emoji a scene anywhere
 mixed with the centred world (`draw-singles`), then 256 px (`draw-kv`); `bind-mix` brings the full world back,
 read through a fifth T5 (`text_encoder-v5`). The pair stages add a world of exactly two emoji a scene
-(`data-pair`) to the one-object and centred ones (`pair-mix`), then 256 px
-(`pair-kv`: the package's model). The stage tables are in `pixart.demo.recipe`.
+(`data-pair`) to the one-object and centred ones (`pair-mix`), then 256 px (`pair-kv`; `draw-hires`: the same
+worlds at 256 px with the centred one in every batch, the package's model). The stage tables are in `pixart.demo.recipe`.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
@@ -122,15 +122,15 @@ def stage_data_lesson(root: Path, smoke: bool, side: int = 128) -> None:
     export_dataset(root / name, counts[name], seed=seed, sizes=((side, side),), max_objects=1)
 
 
-def stage_data_centre(root: Path, smoke: bool) -> None:
+def stage_data_centre(root: Path, smoke: bool, side: int = 128) -> None:
     """The identity lesson's world: one large emoji in the middle of a square 128 px scene (seed 3), so that
-    only the emoji and the background change with the caption."""
+    only the emoji and the background change with the caption; side 256: data-centre-256, the same world at
+    256 px (seed 8), for the 256 px stages."""
     from pixart.data.emoji import export_dataset
 
     counts = SMOKE_SCENES if smoke else SCENES
-    export_dataset(
-        root / "data-centre", counts["data-centre"], seed=3, sizes=((128, 128),), max_objects=1, centred=True
-    )
+    name, seed = ("data-centre", 3) if side == 128 else (f"data-centre-{side}", 8)
+    export_dataset(root / name, counts[name], seed=seed, sizes=((side, side),), max_objects=1, centred=True)
 
 
 def stage_data_pair(root: Path, smoke: bool, side: int = 128) -> None:
@@ -356,10 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--package-from",
-        default="pair-kv",
+        default="draw-hires",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (pair-kv: the v8 package; draw-kv: v7, "
-        "session 23; retext-kv: v6, sessions 21-22; kv: v5, sessions 17-20); for a "
+        help="the DiT stage whose final.safetensors the package stage ships (draw-hires: the v9 package; pair-kv: "
+        "v8, session 24; draw-kv: v7, session 23; retext-kv: v6, sessions 21-22; kv: v5, sessions 17-20); for a "
         "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
     )
     p.add_argument(
@@ -437,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-pair-v2": lambda: stage_cache(root, args.smoke, 128, name="pair", version="-v2"),
         "data-pair-256": lambda: stage_data_pair(root, args.smoke, 256),
         "cache-pair-256-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256", version="-v2"),
+        "data-centre-256": lambda: stage_data_centre(root, args.smoke, 256),
+        "cache-centre-256-v2": lambda: stage_cache(root, args.smoke, 256, name="centre-256", version="-v2"),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }

@@ -28,9 +28,9 @@ def export_for(stage: str) -> str:
     return EXPORTS.get(stage.partition("-")[0], "export")
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "pair-kv") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-hires") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (pair-kv: the v8 package)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (draw-hires: the v9 package)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
@@ -97,6 +97,12 @@ How long each stage trained, what the model can and cannot draw yet, and its pro
 (`pixart eval`) are in the project README, section "The bundled demo model".
 """
 STAGE_NOTE = {
+    "draw-hires": "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 "
+    "recipe it was taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put "
+    "one emoji where the caption says, then to draw two emoji a scene (the two-object world mixed with the one-object "
+    "and centred ones), then 256 px with KV compression (conv, 2x) on blocks 4-7 on the same three worlds. The text "
+    "encoder does not say which of two names is the upper or left one, so a pair comes out either way round, and "
+    "each of two emoji is drawn worse than a lone one.\n",
     "pair-kv": "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 "
     "recipe it was taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put "
     "one emoji where the caption says, then to draw two emoji a scene (the two-object world mixed with the one-object "

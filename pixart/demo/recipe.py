@@ -54,13 +54,16 @@ STAGES = (
     "data-pair-256",
     "cache-pair-256-v2",
     "pair-kv",
+    "data-centre-256",
+    "cache-centre-256-v2",
+    "draw-hires",
     "package",
 )
 DIT_STAGES = (
     *("base", "lesson", "full", "hires", "kv"),
     *("retext-centre", "retext-lesson", "retext-full", "retext-mix", "retext-kv"),
     *("layout-mix", "layout-kv"),
-    *("draw-centre", "draw-singles", "draw-kv", "bind-mix", "pair-mix", "pair-kv"),
+    *("draw-centre", "draw-singles", "draw-kv", "bind-mix", "pair-mix", "pair-kv", "draw-hires"),
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -72,14 +75,14 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "draw-centre": ("retext-centre", "final-raw"), "draw-singles": ("draw-centre", "final"),
             "draw-kv": ("draw-singles", "final"), "bind-mix": ("draw-singles", "final"),
             "pair-mix": ("draw-singles", "final"),
-            "pair-kv": ("pair-mix", "final")}  # fmt: skip
+            "pair-kv": ("pair-mix", "final"), "draw-hires": ("pair-mix", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
          "layout-kv": "cache-256-v4", "draw-centre": "cache-centre-v2", "draw-singles": "cache-lesson-v2",
          "draw-kv": "cache-lesson-256-v2", "bind-mix": "cache-128-v5",
          "pair-mix": "cache-pair-v2",
-         "pair-kv": "cache-pair-256-v2"}  # fmt: skip
+         "pair-kv": "cache-pair-256-v2", "draw-hires": "cache-lesson-256-v2"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -88,6 +91,7 @@ MIX = {
     "bind-mix": (("cache-lesson-v5", 2), ("cache-centre-v5", 2)),
     "pair-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 1)),
     "pair-kv": (("cache-lesson-256-v2", 1),),
+    "draw-hires": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
 }
 TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
 # The fourth T5: the second's weights fine-tuned with the layout loss (each name's pieces predict its object's cell,
@@ -125,6 +129,7 @@ SCENES = {
     "data-lesson-256": 1500,
     "data-pair": 3000,
     "data-pair-256": 1500,
+    "data-centre-256": 1000,
 }
 SMOKE_SCENES = {
     "data-128": 24,
@@ -134,4 +139,5 @@ SMOKE_SCENES = {
     "data-lesson-256": 12,
     "data-pair": 12,
     "data-pair-256": 12,
+    "data-centre-256": 12,
 }

@@ -61,6 +61,7 @@ RUNS = (
     Run("bind-mix", "stage 7a: fifth T5, three worlds mixed, 128 px", stage="bind-mix"),
     Run("pair-mix", "stage 8a: second T5, two emoji a scene mixed with one, 128 px", stage="pair-mix"),
     Run("pair-kv", "stage 8b: second T5, two emoji a scene mixed with one, 256 px", stage="pair-kv"),
+    Run("draw-hires", "stage 9: second T5, centred, one- and two-emoji worlds, 256 px", stage="draw-hires"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),
