@@ -20,7 +20,8 @@ The draw stages go on from retext-centre: the identity lesson longer (`draw-cent
 mixed with the centred world (`draw-singles`), then 256 px (`draw-kv`); `bind-mix` brings the full world back,
 read through a fifth T5 (`text_encoder-v5`). The pair stages add a world of exactly two emoji a scene
 (`data-pair`) to the one-object and centred ones (`pair-mix`), then 256 px (`pair-kv`; `draw-hires`: the same
-worlds at 256 px with the centred one in every batch, the package's model). The stage tables are in `pixart.demo.recipe`.
+worlds at 256 px with the centred one in every batch, the package's model). The stage tables are in
+`pixart.demo.recipe`.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
