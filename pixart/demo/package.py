@@ -96,19 +96,20 @@ derived from it, and so are these weights: share them under the same licence, wi
 How long each stage trained, what the model can and cannot draw yet, and its prompt-adherence scores
 (`pixart eval`) are in the project README, section "The bundled demo model".
 """
+# The pair stages' 256 px models (pair-kv, draw-hires) share their history and their limits.
+_PAIR_STAGES = (
+    "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 recipe it was "
+    "taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put one emoji where "
+    "the caption says, then to draw two emoji a scene (the two-object world mixed with the one-object and centred "
+    "ones), then 256 px with KV compression (conv, 2x) on blocks 4-7"
+)
+_PAIR_LIMITS = (
+    "The text encoder does not say which of two names is the upper or left one, so a pair comes out either way "
+    "round, and each of two emoji is drawn worse than a lone one"
+)
 STAGE_NOTE = {
-    "draw-hires": "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 "
-    "recipe it was taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put "
-    "one emoji where the caption says, then to draw two emoji a scene (the two-object world mixed with the one-object "
-    "and centred ones), then 256 px with KV compression (conv, 2x) on blocks 4-7 on the same three worlds. The text "
-    "encoder does not say which of two names is the upper or left one, so a pair comes out either way round, and "
-    "each of two emoji is drawn worse than a lone one.\n",
-    "pair-kv": "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 "
-    "recipe it was taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put "
-    "one emoji where the caption says, then to draw two emoji a scene (the two-object world mixed with the one-object "
-    "and centred ones), then 256 px with KV compression (conv, 2x) on blocks 4-7. The text encoder does not say "
-    "which of two names is the upper or left one, so a pair comes out either way round, and each of two emoji is "
-    "drawn worse than a lone one: prompts with two kinds of emoji rarely pass yet.\n",
+    "draw-hires": f"{_PAIR_STAGES} on the same three worlds. {_PAIR_LIMITS}.\n",
+    "pair-kv": f"{_PAIR_STAGES}. {_PAIR_LIMITS}: prompts with two kinds of emoji rarely pass yet.\n",
     "pair-mix": "\nThe transformer reads the second text encoder, at 128 px (the draw stages, then two emoji a scene "
     "mixed with one): its 256 px stage has not been run yet.\n",
     "bind-mix": "\nThe transformer reads the fifth text encoder (the layout loss, the second's channels kept), at "
