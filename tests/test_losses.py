@@ -192,3 +192,38 @@ def test_v_prediction_loss_perfect_model_and_weights(diffusion, seeded):
     torch.testing.assert_close(weighted["loss"], plain["mse"] * diffusion.snr_weight(steps, 5.0, "v") + plain["vb"])
     with pytest.raises(ValueError, match="prediction='x0'"):
         diffusion.training_losses(out, x0, xt, noise, steps, prediction="x0")
+
+
+def test_foreground_weights_mark_an_object_and_its_outline_not_the_background():
+    """A flat background and one 2x2 object: the object and the cells around it (the 3x3 margin) weigh 1 + w,
+    everything else 1; a border ripple counts only when it is further from the background than the threshold."""
+    from pixart.diffusion.losses import foreground_weights
+
+    x0 = torch.full((2, 4, 8, 8), 0.5)
+    x0[0, :, 0, :] += 1.5  # image 1: a border row 1.5 off in each channel, 3 in L2: above a threshold of 2
+    x0[:, :, 4:6, 4:6] = torch.tensor([3.0, -2.0, 1.0, 0.0])[:, None, None]
+    w = foreground_weights(x0, 4.0, threshold=2.0)
+    assert w.shape == (2, 1, 8, 8)
+    expected = torch.ones(8, 8)
+    expected[3:7, 3:7] = 5.0
+    torch.testing.assert_close(w[1, 0], expected)  # image 2: the object and its margin only
+    assert w[0, 0, :2].eq(5.0).all()  # image 1: the loud border row counts too, as any object would
+    # A threshold above the ripple's distance (3) ignores it.
+    torch.testing.assert_close(foreground_weights(x0, 4.0, threshold=3.5)[0, 0], expected)
+
+
+def test_weighted_mse_is_a_weighted_mean_and_uniform_weights_change_nothing(diffusion, seeded):
+    t = torch.tensor([10, 500, 990])
+    x0, noise = torch.randn(3, 4, 4, 4, generator=seeded), torch.randn(3, 4, 4, 4, generator=seeded)
+    xt = diffusion.q_sample(x0, t, noise)
+    out = torch.randn(3, 8, 4, 4, generator=seeded)
+    plain = diffusion.training_losses(out, x0, xt, noise, t, prediction="v")
+    uniform = diffusion.training_losses(out, x0, xt, noise, t, prediction="v", weights=torch.full((3, 1, 4, 4), 3.0))
+    torch.testing.assert_close(uniform["loss"], plain["loss"])
+    # All weight on one cell: the loss's MSE part is that cell's squared error, averaged over channels.
+    w = torch.zeros(3, 1, 4, 4)
+    w[:, :, 1, 2] = 1.0
+    one = diffusion.training_losses(out, x0, xt, noise, t, prediction="v", weights=w)
+    err = (diffusion.velocity(x0, noise, t) - out[:, :4]) ** 2
+    torch.testing.assert_close(one["loss"], err[:, :, 1, 2].mean(dim=1) + plain["vb"])
+    torch.testing.assert_close(one["mse"], plain["mse"])  # the logged MSE stays unweighted

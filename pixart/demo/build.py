@@ -49,6 +49,8 @@ from pixart.demo.recipe import (
     BASE_SEGMENTS,
     CACHE,
     DIT_STAGES,
+    GROW_AFTER,
+    GROW_FROM,
     MIX,
     PREVIOUS,
     SCENES,
@@ -78,7 +80,7 @@ def _outputs(stage: str) -> list[str]:
         return [f"export-{v}/text_encoder/config.json", f"export-{v}/vae/config.json"]
     if stage.startswith(("data-", "cache-")):
         return [f"{stage}/{'metadata.jsonl' if stage.startswith('data-') else 'index.json'}"]
-    return [f"dit-{stage}/final.safetensors"] if stage in DIT_STAGES else []
+    return [f"dit-{stage}/final.safetensors"] if stage in (*DIT_STAGES, "grow") else []
 
 
 def _timed(root: Path, stage: str, fn, *args) -> None:
@@ -230,6 +232,19 @@ def stage_cache(
         workers=workers,
     )
     logger.info("cache-%s%s on %s: %s", name, version, device, summary)
+
+
+def stage_grow(root: Path) -> None:
+    """dit-grow/final.safetensors: `GROW_FROM`'s weights deepened with identity blocks after `GROW_AFTER`
+    (`pixart.demo.grow`): the same outputs, more blocks to train (the deep-hires stage)."""
+    import torch
+
+    from pixart.checkpoint import load_transformer, save_transformer
+    from pixart.demo.grow import grow
+
+    stage, weights = GROW_FROM
+    model = load_transformer(root / f"dit-{stage}" / f"{weights}.safetensors", dtype=torch.float32)
+    save_transformer(grow(model, list(GROW_AFTER)), root / "dit-grow" / "final.safetensors")
 
 
 def _train_overrides(root: Path, stage: str, smoke: bool) -> list[str]:
@@ -440,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-pair-256-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256", version="-v2"),
         "data-centre-256": lambda: stage_data_centre(root, args.smoke, 256),
         "cache-centre-256-v2": lambda: stage_cache(root, args.smoke, 256, name="centre-256", version="-v2"),
+        "grow": lambda: stage_grow(root),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),
     }

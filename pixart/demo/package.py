@@ -18,12 +18,19 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
 # Which T5 export each family of DiT stages reads, by the stage name's first word.
-EXPORTS = {"retext": "export-v2", "draw": "export-v2", "pair": "export-v2", "layout": "export-v4", "bind": "export-v5"}
+EXPORTS = {
+    "retext": "export-v2",
+    "draw": "export-v2",
+    "pair": "export-v2",
+    "deep": "export-v2",
+    "layout": "export-v4",
+    "bind": "export-v5",
+}
 
 
 def export_for(stage: str) -> str:
-    """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext, draw and pair
-    stages read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
+    """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext, draw, pair and
+    deep stages read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
     (export-v5/), every other stage the first (export/)."""
     return EXPORTS.get(stage.partition("-")[0], "export")
 
@@ -96,7 +103,7 @@ derived from it, and so are these weights: share them under the same licence, wi
 How long each stage trained, what the model can and cannot draw yet, and its prompt-adherence scores
 (`pixart eval`) are in the project README, section "The bundled demo model".
 """
-# The pair stages' 256 px models (pair-kv, draw-hires) share their history and their limits.
+# The pair stages' 256 px models (pair-kv, draw-hires, deep-hires) share their history and their limits.
 _PAIR_STAGES = (
     "\nThe transformer reads the second text encoder (word identity, context invariance). After the v5 recipe it was "
     "taught to draw each emoji (3,500 steps of one large emoji in the middle of the picture), to put one emoji where "
@@ -108,6 +115,10 @@ _PAIR_LIMITS = (
     "round, and each of two emoji is drawn worse than a lone one"
 )
 STAGE_NOTE = {
+    "draw-focus": f"{_PAIR_STAGES} on the same three worlds, then 1,600 steps more with the latent cells near each "
+    f"emoji weighted 5x in the loss (small emoji weigh as much as large ones). {_PAIR_LIMITS}.\n",
+    "deep-hires": f"{_PAIR_STAGES}, then deepened from 8 to 12 blocks (identity blocks inserted after blocks 1, 3, "
+    f"5 and 7; KV compression now on blocks 6-11) and trained on the same three worlds at 256 px. {_PAIR_LIMITS}.\n",
     "draw-hires": f"{_PAIR_STAGES} on the same three worlds. {_PAIR_LIMITS}.\n",
     "pair-kv": f"{_PAIR_STAGES}. {_PAIR_LIMITS}: prompts with two kinds of emoji rarely pass yet.\n",
     "pair-mix": "\nThe transformer reads the second text encoder, at 128 px (the draw stages, then two emoji a scene "

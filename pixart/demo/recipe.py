@@ -57,6 +57,9 @@ STAGES = (
     "data-centre-256",
     "cache-centre-256-v2",
     "draw-hires",
+    "grow",
+    "deep-hires",
+    "draw-focus",
     "package",
 )
 DIT_STAGES = (
@@ -64,6 +67,8 @@ DIT_STAGES = (
     *("retext-centre", "retext-lesson", "retext-full", "retext-mix", "retext-kv"),
     *("layout-mix", "layout-kv"),
     *("draw-centre", "draw-singles", "draw-kv", "bind-mix", "pair-mix", "pair-kv", "draw-hires"),
+    "deep-hires",
+    "draw-focus",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -75,14 +80,16 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "draw-centre": ("retext-centre", "final-raw"), "draw-singles": ("draw-centre", "final"),
             "draw-kv": ("draw-singles", "final"), "bind-mix": ("draw-singles", "final"),
             "pair-mix": ("draw-singles", "final"),
-            "pair-kv": ("pair-mix", "final"), "draw-hires": ("pair-mix", "final")}  # fmt: skip
+            "pair-kv": ("pair-mix", "final"), "draw-hires": ("pair-mix", "final"),
+            "deep-hires": ("grow", "final"), "draw-focus": ("draw-hires", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
          "layout-kv": "cache-256-v4", "draw-centre": "cache-centre-v2", "draw-singles": "cache-lesson-v2",
          "draw-kv": "cache-lesson-256-v2", "bind-mix": "cache-128-v5",
          "pair-mix": "cache-pair-v2",
-         "pair-kv": "cache-pair-256-v2", "draw-hires": "cache-lesson-256-v2"}  # fmt: skip
+         "pair-kv": "cache-pair-256-v2", "draw-hires": "cache-lesson-256-v2",
+         "deep-hires": "cache-lesson-256-v2", "draw-focus": "cache-lesson-256-v2"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -92,7 +99,13 @@ MIX = {
     "pair-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 1)),
     "pair-kv": (("cache-lesson-256-v2", 1),),
     "draw-hires": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
+    "deep-hires": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
+    "draw-focus": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
 }
+# The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
+# (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
+GROW_FROM = ("draw-hires", "final")
+GROW_AFTER = (1, 3, 5, 7)
 TEXT_ENCODER_V2 = ("--word-identity-weight", "1.0", "--context-invariance-weight", "1.0", "--threads", "2")
 # The fourth T5: the second's weights fine-tuned with the layout loss (each name's pieces predict its object's cell,
 # size and ranks from the top and the left), context invariance on the first 128 of 256 channels, and two heads

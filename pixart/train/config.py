@@ -90,6 +90,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     snr_gamma: float = 0.0  # > 0: min-SNR-γ weighting of the MSE (e.g. 5); 0 = unweighted, as the reference
+    # > 0: latent cells near what differs from the image's flat background weigh 1 + this in the MSE (the others 1;
+    # pixart.diffusion.losses.foreground_weights); 0 = unweighted, as the reference.
+    foreground_weight: float = 0.0
+    foreground_threshold: float = 2.0  # L2 distance from the per-channel median that marks a cell as foreground
     # How training timesteps are drawn: "uniform" over [0, T) as the reference, or "logit_normal", SD3's density
     # t = T·sigmoid(z), z ~ N(timestep_logit_mean, timestep_logit_std): a mean > 0 spends more steps at high noise.
     timestep_sampling: str = "uniform"
@@ -123,6 +127,8 @@ class TrainConfig:
         )
         need(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: must be in [0, 1)")
         need(self.snr_gamma >= 0, f"snr_gamma={self.snr_gamma}: must be >= 0 (0 = off)")
+        need(self.foreground_weight >= 0, f"foreground_weight={self.foreground_weight}: must be >= 0 (0 = off)")
+        need(self.foreground_threshold > 0, f"foreground_threshold={self.foreground_threshold}: must be > 0")
         need(
             self.timestep_sampling in ("uniform", "logit_normal"),
             f"timestep_sampling={self.timestep_sampling!r}: allowed are uniform, logit_normal",

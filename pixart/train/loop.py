@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from pixart.data.sampler import STREAM_NOISE, BucketBatchSampler, sample_generator
-from pixart.diffusion.losses import GaussianDiffusion
+from pixart.diffusion.losses import GaussianDiffusion, foreground_weights
 from pixart.model.attention import trim_caption_padding
 from pixart.train.batches import StepBatches, step_batches
 from pixart.train.config import TrainConfig
@@ -387,6 +387,11 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
                     t[sl],
                     snr_gamma=cfg.snr_gamma,
                     prediction=model.cfg.prediction,
+                    weights=(
+                        foreground_weights(x0[sl], cfg.foreground_weight, cfg.foreground_threshold)
+                        if cfg.foreground_weight > 0
+                        else None
+                    ),
                 )
                 loss = terms["loss"].mean() / cfg.grad_accum
                 accelerator.backward(loss)
