@@ -57,8 +57,9 @@ def grow(model: torch.nn.Module, insert_after: list[int], seed: int = 0) -> torc
         if (old_i is not None and old_i in compressed) or (old_i is None and before in compressed):
             kv_layers.append(new_i)
     new_cfg = cfg.replace(depth=len(order), kv_compress_layers=tuple(kv_layers))
-    torch.manual_seed(seed)
-    grown = PixArtSigma(new_cfg).to(next(model.parameters()).dtype)  # fresh init: the new blocks' weights
+    with torch.random.fork_rng():  # the caller's random state stays as it was
+        torch.manual_seed(seed)
+        grown = PixArtSigma(new_cfg).to(next(model.parameters()).dtype)  # fresh init: the new blocks' weights
     old_sd = model.state_dict()
     new_sd = grown.state_dict()
     for key in new_sd:

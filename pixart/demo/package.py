@@ -116,7 +116,7 @@ _PAIR_LIMITS = (
 )
 STAGE_NOTE = {
     "draw-focus": f"{_PAIR_STAGES} on the same three worlds, then 1,600 steps more with the latent cells near each "
-    f"emoji weighted 5x in the loss (small emoji weigh as much as large ones). {_PAIR_LIMITS}.\n",
+    f"emoji weighted 5x in the loss (a small emoji's share of it about four times what it was). {_PAIR_LIMITS}.\n",
     "deep-hires": f"{_PAIR_STAGES}, then deepened from 8 to 12 blocks (identity blocks inserted after blocks 1, 3, "
     f"5 and 7; KV compression now on blocks 6-11) and trained on the same three worlds at 256 px. {_PAIR_LIMITS}.\n",
     "draw-hires": f"{_PAIR_STAGES} on the same three worlds. {_PAIR_LIMITS}.\n",
