@@ -232,6 +232,23 @@ def test_a_committed_text_encoder_without_its_run_is_not_trained_again(tmp_path,
     assert "--layout-weight" in args and "--position-init" in args
 
 
+def test_a_stage_reading_an_export_without_its_vae_copy_gets_one(tmp_path):
+    """On a fresh clone export-v2/ holds the committed T5 but not its (ignored) copy of the VAE, and the text encoder
+    stage that makes the copy is marked done: a cache or DiT stage rebuilt there copies it first."""
+    import pixart.demo.build as build
+
+    (tmp_path / "export" / "vae").mkdir(parents=True)
+    (tmp_path / "export" / "vae" / "config.json").write_text('{"latent_channels": 4}')
+    (tmp_path / "export-v2" / "text_encoder").mkdir(parents=True)
+    build.ensure_export_vae(tmp_path, "export-v2")
+    assert (tmp_path / "export-v2" / "vae" / "config.json").read_text() == '{"latent_channels": 4}'
+    (tmp_path / "export-v2" / "vae" / "config.json").write_text("{}")  # an existing copy is left alone
+    build.ensure_export_vae(tmp_path, "export-v2")
+    assert (tmp_path / "export-v2" / "vae" / "config.json").read_text() == "{}"
+    build.ensure_export_vae(tmp_path, "export")  # the VAE's own folder: nothing to copy
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["vae"]
+
+
 def test_each_stage_config_says_what_the_recipe_tables_say():
     """A stage's TOML (what `pixart train --config` runs by hand) and the build's tables (what the build passes as
     overrides) name the same caches, text encoder and starting weights."""

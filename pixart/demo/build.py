@@ -188,6 +188,17 @@ def stage_text_encoder_v2(root: Path, smoke: bool, version: str = "v2") -> None:
     shutil.copytree(root / "export" / "vae", out / "vae")
 
 
+def ensure_export_vae(root: Path, export: str) -> None:
+    """Give export-vN/ its copy of the VAE when it lacks one: the copy is not committed, so on a fresh clone a
+    text encoder stage marked done never made it, and a cache or DiT stage rebuilt there would find no VAE."""
+    import shutil
+
+    out = root / export / "vae"
+    if export != "export" and not out.exists() and (root / "export" / "vae").exists():
+        logger.info("copying export/vae to %s", out)
+        shutil.copytree(root / "export" / "vae", out)
+
+
 def stage_vae(root: Path, smoke: bool) -> None:
     from pixart.demo import vae
 
@@ -219,6 +230,7 @@ def stage_cache(
     from pixart.data.cache import T5AndVAE, prepare_cache
 
     export = root / f"export{version}"
+    ensure_export_vae(root, export.name)
     encoders = T5AndVAE(export, export / "vae", max_tokens=120, device=device)  # export/: text_encoder/ + tokenizer/
     name = name or str(res)
     summary = prepare_cache(
@@ -284,6 +296,7 @@ def stage_train(root: Path, stage: str, smoke: bool, extra: Sequence[str] = ()) 
     from pixart.train.loop import main as train
 
     config, own = REPO / "configs" / "demo" / f"{stage}.toml", _train_overrides(root, stage, smoke)
+    ensure_export_vae(root, export_for(stage))
     cfg = load_train_config(config, [*own, *extra])
     final = Path(cfg.output_dir) / "final.safetensors"
     step = latest_step(Path(cfg.output_dir))

@@ -115,6 +115,9 @@ _PAIR_LIMITS = (
     "round, and each of two emoji is drawn worse than a lone one"
 )
 STAGE_NOTE = {
+    "draw-mid": f"{_PAIR_STAGES} on the same three worlds, then 1,600 steps more with the latent cells near each "
+    f"emoji weighted 5x in the loss and most steps at middle noise levels (t = 300-700), where the emoji's shapes "
+    f"are decided. {_PAIR_LIMITS}.\n",
     "draw-focus": f"{_PAIR_STAGES} on the same three worlds, then 1,600 steps more with the latent cells near each "
     f"emoji weighted 5x in the loss (a small emoji's share of it about four times what it was). {_PAIR_LIMITS}.\n",
     "deep-hires": f"{_PAIR_STAGES}, then deepened from 8 to 12 blocks (identity blocks inserted after blocks 1, 3, "

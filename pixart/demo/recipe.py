@@ -60,6 +60,7 @@ STAGES = (
     "grow",
     "deep-hires",
     "draw-focus",
+    "draw-mid",
     "package",
 )
 DIT_STAGES = (
@@ -69,6 +70,7 @@ DIT_STAGES = (
     *("draw-centre", "draw-singles", "draw-kv", "bind-mix", "pair-mix", "pair-kv", "draw-hires"),
     "deep-hires",
     "draw-focus",
+    "draw-mid",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -81,7 +83,8 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "draw-kv": ("draw-singles", "final"), "bind-mix": ("draw-singles", "final"),
             "pair-mix": ("draw-singles", "final"),
             "pair-kv": ("pair-mix", "final"), "draw-hires": ("pair-mix", "final"),
-            "deep-hires": ("grow", "final"), "draw-focus": ("draw-hires", "final")}  # fmt: skip
+            "deep-hires": ("grow", "final"), "draw-focus": ("draw-hires", "final"),
+            "draw-mid": ("draw-hires", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -89,7 +92,8 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "draw-kv": "cache-lesson-256-v2", "bind-mix": "cache-128-v5",
          "pair-mix": "cache-pair-v2",
          "pair-kv": "cache-pair-256-v2", "draw-hires": "cache-lesson-256-v2",
-         "deep-hires": "cache-lesson-256-v2", "draw-focus": "cache-lesson-256-v2"}  # fmt: skip
+         "deep-hires": "cache-lesson-256-v2", "draw-focus": "cache-lesson-256-v2",
+         "draw-mid": "cache-lesson-256-v2"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -101,6 +105,7 @@ MIX = {
     "draw-hires": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
     "deep-hires": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
     "draw-focus": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
+    "draw-mid": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
 }
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.

@@ -64,6 +64,7 @@ RUNS = (
     Run("draw-hires", "stage 9: second T5, centred, one- and two-emoji worlds, 256 px", stage="draw-hires"),
     Run("deep-hires", "stage 10a: stage 9 deepened to 12 blocks, the same worlds, 256 px", stage="deep-hires"),
     Run("draw-focus", "stage 10b: stage 9 on, loss weighted to the emoji, 256 px", stage="draw-focus"),
+    Run("draw-mid", "stage 10c: stage 10b's loss, most steps at middle noise, 256 px", stage="draw-mid"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),
