@@ -184,8 +184,8 @@ def stage_text_encoder_v2(root: Path, smoke: bool, version: str = "v2") -> None:
         logger.info("text encoder (%s): %s is there (committed), its run is not: only the VAE is copied", version, out)
     elif text_encoder.main(args) != 0:
         raise RuntimeError(f"text encoder ({version}) training failed; see its log")
-    shutil.rmtree(out / "vae", ignore_errors=True)
-    shutil.copytree(root / "export" / "vae", out / "vae")
+    shutil.rmtree(out / "vae", ignore_errors=True)  # a retrained VAE replaces the copy
+    ensure_export_vae(root, out.name)
 
 
 def ensure_export_vae(root: Path, export: str) -> None:
