@@ -216,6 +216,8 @@ def test_export_writes_parses_back_and_resumes(tmp_path):
         (lambda d: sample_scene(0, 256, 256, min_objects=0), "min_objects must be"),
         (lambda d: sample_scene(0, 256, 256, colors=["red", "mauve"]), "mauve"),
         (lambda d: emoji.parse_sizes("256by256"), "256by256"),
+        (lambda d: export_dataset(d, 2, snap=-16), "snap must be an integer number of pixels from 0 (off) to 64"),
+        (lambda d: sample_scene(0, 256, 256, snap=65), "got 65"),
     ],
 )
 def test_bad_arguments_raise_value_error(tmp_path, call, needle):
@@ -267,6 +269,39 @@ def test_centred_scenes_hold_one_large_emoji_in_the_middle(tmp_path):
         plain = sample_scene(seed, 128, 128, max_objects=1)
         centred = sample_scene(seed, 128, 128, max_objects=1, centred=True)
         assert (plain.background, plain.objects[0].name) == (centred.background, centred.objects[0].name)
+
+
+def test_snapped_scenes_put_each_emoji_at_one_place_in_its_cell_on_the_lattice(tmp_path):
+    places = {}
+    for seed in range(300):
+        for size in ((256, 256), (320, 192), (64, 64)):
+            scene = sample_scene(seed, *size, max_objects=2, snap=16)
+            for o in scene.objects:
+                col, row = POSITIONS.index(o.position) % 3, POSITIONS.index(o.position) // 3
+                w, h = scene.width, scene.height
+                assert col * w / 3 < o.x < (col + 1) * w / 3 and row * h / 3 < o.y < (row + 1) * h / 3, (scene, o)
+                x0, y0, x1, y1 = o.box
+                assert 0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h, (scene, o)
+                if size == (256, 256):  # every corner fits the lattice there
+                    assert x0 % 16 == 0 and y0 % 16 == 0, (scene, o)
+                places.setdefault((size, o.size_word, o.position), set()).add((o.x, o.y))
+            for i, a in enumerate(scene.objects):
+                for b in scene.objects[i + 1 :]:
+                    assert emoji._overlap(a.box, b.box) <= MAX_OVERLAP
+    assert all(len(xy) == 1 for xy in places.values()), places  # one place per size and cell
+    assert sum(key[0] == (256, 256) for key in places) == 27  # three sizes in nine cells, all of them drawn
+    # Only the places change: the same seed draws the same background, emoji and sizes as the unsnapped world.
+    for seed in range(20):
+        plain = sample_scene(seed, 256, 256, max_objects=1)
+        snapped = sample_scene(seed, 256, 256, max_objects=1, snap=16)
+        assert (plain.background, plain.objects[0].name) == (snapped.background, snapped.objects[0].name)
+    out = tmp_path / "snap"
+    assert emoji.main(["--out", str(out), "--n", "3", "--sizes", "256x256", "--snap", "16"]) == 0
+    assert json.loads((out / "dataset.json").read_text())["snap"] == 16
+    lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert all(o["x"] - o["size"] // 2 in range(0, 256, 16) for line in lines for o in line["scene"]["objects"])
+    with pytest.raises(ValueError, match="other settings"):  # a snapped folder is not extended unsnapped
+        export_dataset(out, 3, sizes=[(256, 256)])
 
 
 def test_colour_and_category_filters():

@@ -141,6 +141,30 @@ def test_foreground_weighting_changes_the_objective_and_is_validated(cache, tmp_
         main(config(cache, tmp_path / "d", "foreground_threshold=0"))
 
 
+def test_lr_schedule_warms_up_holds_and_cools_down_to_its_floor():
+    from pixart.train.optim import lr_at
+
+    assert [lr_at(s, 1.0, 4) for s in (1, 2, 4, 100)] == [0.25, 0.5, 1.0, 1.0]  # the reference: then constant
+    linear = [lr_at(s, 1.0, 2, decay="linear", decay_steps=4, max_steps=10) for s in range(1, 11)]
+    assert linear == pytest.approx([0.5, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0])
+    cosine = [lr_at(s, 2.0, 0, decay="cosine", max_steps=4, min_lr_ratio=0.5) for s in range(1, 5)]
+    # over all 4 steps from 2.0 to 1.0: 1 + (1 + cos(pi * k/4)) / 2
+    assert cosine == pytest.approx([1 + (1 + 2**-0.5) / 2, 1.5, 1 + (1 - 2**-0.5) / 2, 1.0])
+    assert lr_at(12, 1.0, 2, decay="linear", decay_steps=4, max_steps=10) == 0.0  # past the end: the floor
+
+
+def test_the_loop_logs_the_decayed_lr_and_rejects_bad_schedules(cache, tmp_path):
+    main(config(cache, tmp_path / "a", "optim.decay=linear", "optim.decay_steps=3", "optim.min_lr_ratio=0.1"))
+    rows = (tmp_path / "a" / "log.csv").read_text().splitlines()[1:]
+    lrs = [float(r.split(",")[4]) for r in rows]  # steps 1..6: warmup 2, hold, then 3 steps down to 1e-4
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3, 7e-4, 4e-4, 1e-4])
+    with pytest.raises(ValueError, match="optim.decay='step': allowed are none, linear, cosine"):
+        main(config(cache, tmp_path / "b", "optim.decay=step"))
+    with pytest.raises(ValueError, match=r"optim.min_lr_ratio=1.5: must be in \[0, 1\]"):
+        main(config(cache, tmp_path / "c", "optim.decay=cosine", "optim.min_lr_ratio=1.5"))
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
 def test_logit_normal_timesteps_follow_their_density_and_keep_uniform_unchanged():
     from pixart.data.sampler import sample_generator
     from pixart.train.loop import STREAM_STEP, step_randomness

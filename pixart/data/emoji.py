@@ -157,16 +157,41 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
     return max(0, iw) * max(0, ih) / smaller
 
 
-def _layout(rng: np.random.Generator, width: int, height: int, sizes: list[int]) -> list[tuple[int, int]] | None:
-    """Centres for boxes of the given sizes in distinct grid cells with little overlap, or None."""
+def _snapped(cell: int, length: int, size: int, grid: int) -> int | None:
+    """The centre nearest the cell's middle whose box corner lies on a multiple of `grid` pixels, within
+    `_axis_range`; the in-range centre nearest the middle when no corner there is on the lattice; None if none fits."""
+    span = _axis_range(cell, length, size)
+    if span is None:
+        return None
+    lo, hi = span
+    middle = (cell + 0.5) * length / 3
+    first, last = -(-(lo - size // 2) // grid), (hi - size // 2) // grid
+    candidates = [k * grid + size // 2 for k in range(first, last + 1)]
+    if not candidates:
+        return min(max(round(middle), lo), hi)
+    return min(candidates, key=lambda x: (abs(x - middle), x))
+
+
+def _layout(
+    rng: np.random.Generator, width: int, height: int, sizes: list[int], snap: int = 0
+) -> list[tuple[int, int]] | None:
+    """Centres for boxes of the given sizes in distinct grid cells with little overlap, or None.
+
+    snap > 0: each box at one fixed place in its cell (`_snapped`: its corner on the snap-pixel lattice), not at a
+    random one: the same emoji, size and cell then give the same pixels up to the background."""
     for _ in range(_TRIES):
         cells = rng.choice(9, size=len(sizes), replace=False)
         centres, boxes = [], []
         for cell, size in zip(cells, sizes, strict=True):
-            xr, yr = _axis_range(int(cell) % 3, width, size), _axis_range(int(cell) // 3, height, size)
-            if xr is None or yr is None:
-                break
-            x, y = int(rng.integers(xr[0], xr[1] + 1)), int(rng.integers(yr[0], yr[1] + 1))
+            if snap:
+                x, y = _snapped(int(cell) % 3, width, size, snap), _snapped(int(cell) // 3, height, size, snap)
+                if x is None or y is None:
+                    break
+            else:
+                xr, yr = _axis_range(int(cell) % 3, width, size), _axis_range(int(cell) // 3, height, size)
+                if xr is None or yr is None:
+                    break
+                x, y = int(rng.integers(xr[0], xr[1] + 1)), int(rng.integers(yr[0], yr[1] + 1))
             box = (x - size // 2, y - size // 2, x - size // 2 + size, y - size // 2 + size)
             if any(_overlap(box, other) > MAX_OVERLAP for other in boxes):
                 break
@@ -187,6 +212,7 @@ def sample_scene(
     max_objects: int = 3,
     centred: bool = False,
     min_objects: int = 1,
+    snap: int = 0,
 ) -> Scene:
     """Draw a scene of the given image size: background, 1..max_objects emoji, their sizes and positions.
 
@@ -205,6 +231,7 @@ def sample_scene(
         raise ValueError(f"min_objects must be 1..max_objects ({max_objects}), got {min_objects!r}")
     if centred and max_objects != 1:
         raise ValueError(f"centred scenes hold one emoji: max_objects must be 1, got {max_objects!r}")
+    _check_snap(snap)
     names, entries = palette_for(colors), entries_for(categories)
     validate_assets()
     seed = int(rng) if isinstance(rng, int | np.integer) else None
@@ -233,7 +260,7 @@ def sample_scene(
     instances = [(k, w) for k, w, c in zip(kinds, size_words, kind_counts, strict=True) for _ in range(c)]
     while True:
         sizes = [max(8, round(SIZE_FRACTIONS[w] * min(width, height))) for _, w in instances]
-        centres = _layout(gen, width, height, sizes)
+        centres = _layout(gen, width, height, sizes, snap)
         if centres is not None:
             break
         if any(w != "small" for _, w in instances):  # shrink the largest by one step, everywhere it occurs
@@ -249,6 +276,11 @@ def sample_scene(
         for (k, w), s, (x, y) in zip(instances, sizes, centres, strict=True)
     )
     return Scene(width, height, background, PALETTE[background], objects, seed)
+
+
+def _check_snap(snap: object) -> None:
+    if not isinstance(snap, int | np.integer) or isinstance(snap, bool) or not 0 <= snap <= 64:
+        raise ValueError(f"snap must be an integer number of pixels from 0 (off) to 64, got {snap!r}")
 
 
 def _normalised(p: list[float]) -> list[float]:
@@ -336,6 +368,7 @@ def export_dataset(
     max_objects: int = 3,
     centred: bool = False,
     min_objects: int = 1,
+    snap: int = 0,
 ) -> ExportSummary:
     """Write scenes 0..n-1 as `NNNNNN.png` + `NNNNNN.txt` (short caption) and `metadata.jsonl`.
 
@@ -344,7 +377,9 @@ def export_dataset(
     present with the right size are not re-rendered, and `metadata.jsonl` is rewritten whole (atomically) at the end.
     `max_objects` < 3 draws fewer emoji per scene (1: every scene holds one; a simpler world to learn layout on);
     `centred` (with `max_objects=1`) puts that one large in the middle (the world to learn identity on);
-    `min_objects` > 1 leaves out the scenes with fewer emoji (2 with `max_objects=2`: the two-object world).
+    `min_objects` > 1 leaves out the scenes with fewer emoji (2 with `max_objects=2`: the two-object world);
+    `snap` > 0 puts each emoji at one fixed place in its cell, its box corner on a `snap`-pixel lattice (16: the
+    DiT's token grid at patch 2 over an 8x VAE), instead of a random one.
     The settings are kept in `dataset.json`; re-running a folder with different settings raises ValueError. A second
     run with the same settings touches no file; a larger `n` extends the dataset.
     """
@@ -359,6 +394,7 @@ def export_dataset(
         raise ValueError(f"min_objects must be 1..max_objects ({max_objects}), got {min_objects!r}")
     if centred and max_objects != 1:
         raise ValueError(f"centred scenes hold one emoji: max_objects must be 1, got {max_objects!r}")
+    _check_snap(snap)
     openmoji = validate_assets()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,6 +413,8 @@ def export_dataset(
         settings["min_objects"] = int(min_objects)
     if centred:
         settings["centred"] = True
+    if snap:
+        settings["snap"] = int(snap)
     manifest = out / "dataset.json"
     if manifest.is_file() and json.loads(manifest.read_text()) != settings:
         raise ValueError(f"{out} holds a dataset made with other settings ({manifest}); use a new folder")
@@ -396,6 +434,7 @@ def export_dataset(
             max_objects=max_objects,
             centred=centred,
             min_objects=min_objects,
+            snap=snap,
         )
         stem, caption = f"{i:0{digits}d}", short_caption(scene)
         png = out / f"{stem}.png"
@@ -445,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-objects", type=int, default=3, choices=(1, 2, 3), help="at most this many emoji a scene (default: 3)")
     add("--min-objects", type=int, default=1, choices=(1, 2, 3), help="at least this many emoji a scene (default: 1)")
     add("--centred", action="store_true", help="one emoji a scene, large and in the middle (needs --max-objects 1)")
+    add(
+        "--snap",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="each emoji at one fixed place in its cell, its corner on a PX-pixel lattice (default: 0, anywhere)",
+    )
     levels = ("DEBUG", "INFO", "WARNING", "ERROR")
     add("--log-level", default="INFO", type=str.upper, choices=levels, help="logging level (default: INFO)")
     return p
@@ -469,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_objects=args.max_objects,
             centred=args.centred,
             min_objects=args.min_objects,
+            snap=args.snap,
         )
     except (ValueError, LookupError, ImportError) as e:
         logger.error("%s", e)

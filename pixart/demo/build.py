@@ -125,6 +125,17 @@ def stage_data_lesson(root: Path, smoke: bool, side: int = 128) -> None:
     export_dataset(root / name, counts[name], seed=seed, sizes=((side, side),), max_objects=1)
 
 
+def stage_data_snapped(root: Path, smoke: bool, world: str) -> None:
+    """The 256 px one-object (world "lesson", seed 10) and two-object ("pair", seed 11) worlds with each emoji at
+    one fixed place in its cell, its box corner on the 16 px token grid (`export_dataset(snap=16)`), for draw-snap."""
+    from pixart.data.emoji import export_dataset
+
+    counts = SMOKE_SCENES if smoke else SCENES
+    name = f"data-{world}-256-snap"
+    objects = {"lesson": {"max_objects": 1, "seed": 10}, "pair": {"min_objects": 2, "max_objects": 2, "seed": 11}}
+    export_dataset(root / name, counts[name], sizes=((256, 256),), snap=16, **objects[world])
+
+
 def stage_data_centre(root: Path, smoke: bool, side: int = 128) -> None:
     """The identity lesson's world: one large emoji in the middle of a square 128 px scene (seed 3), so that
     only the emoji and the background change with the caption; side 256: data-centre-256, the same world at
@@ -468,6 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-pair-256-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256", version="-v2"),
         "data-centre-256": lambda: stage_data_centre(root, args.smoke, 256),
         "cache-centre-256-v2": lambda: stage_cache(root, args.smoke, 256, name="centre-256", version="-v2"),
+        "data-lesson-256-snap": lambda: stage_data_snapped(root, args.smoke, "lesson"),
+        "data-pair-256-snap": lambda: stage_data_snapped(root, args.smoke, "pair"),
+        "cache-lesson-256-snap-v2": lambda: stage_cache(root, args.smoke, 256, name="lesson-256-snap", version="-v2"),
+        "cache-pair-256-snap-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256-snap", version="-v2"),
         "grow": lambda: stage_grow(root),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),

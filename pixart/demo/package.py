@@ -115,6 +115,11 @@ _PAIR_LIMITS = (
     "round, and each of two emoji is drawn worse than a lone one"
 )
 STAGE_NOTE = {
+    "draw-snap": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps more on the one- and two-object worlds "
+    f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), with the centred "
+    f"one. {_PAIR_LIMITS}.\n",
+    "draw-cool": f"{_PAIR_STAGES} on the same three worlds, then 1,200 steps more with the learning rate falling "
+    f"linearly from 1e-4 to 0. {_PAIR_LIMITS}.\n",
     "draw-mid": f"{_PAIR_STAGES} on the same three worlds, then 1,600 steps more with the latent cells near each "
     f"emoji weighted 5x in the loss and most steps at middle noise levels (t = 300-700), where the emoji's shapes "
     f"are decided. {_PAIR_LIMITS}.\n",

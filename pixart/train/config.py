@@ -54,6 +54,11 @@ class OptimSection:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # CAME takes three
     eps: list[float] = field(default_factory=lambda: [1e-8])  # CAME takes two
     warmup_steps: int = 1000
+    # After warmup the lr is constant (the reference), or, with "linear" / "cosine", held at its peak and then
+    # brought down over the run's last `decay_steps` steps (0 = every step after warmup) to `min_lr_ratio` x peak.
+    decay: str = "none"  # none | linear | cosine
+    decay_steps: int = 0
+    min_lr_ratio: float = 0.0
     sqrt_lr_scaling: bool = True  # lr *= sqrt(global_batch / 256), the reference's auto_lr
     grad_clip: float = 0.01
 
@@ -147,6 +152,15 @@ class TrainConfig:
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}: must be >= 1")
         need(self.optim.name in ("adamw", "came"), f"optim.name={self.optim.name!r}: allowed are adamw, came")
         need(self.optim.lr > 0, f"optim.lr={self.optim.lr}: must be > 0")
+        need(
+            self.optim.decay in ("none", "linear", "cosine"),
+            f"optim.decay={self.optim.decay!r}: allowed are none, linear, cosine",
+        )
+        need(self.optim.decay_steps >= 0, f"optim.decay_steps={self.optim.decay_steps}: must be >= 0 (0 = all)")
+        need(
+            0.0 <= self.optim.min_lr_ratio <= 1.0,
+            f"optim.min_lr_ratio={self.optim.min_lr_ratio}: must be in [0, 1]",
+        )
         need(
             bool(self.data.cache) != bool(self.data.path),
             "set exactly one of data.cache (a `pixart prepare` cache) and data.path (raw images + captions)",

@@ -361,9 +361,11 @@ def main(cfg: TrainConfig, *, stop_after: int | None = None) -> list[float]:
     end = cfg.max_steps if stop_after is None else min(cfg.max_steps, step + stop_after)
     local_size = cfg.batch_size // world
     batches = StepBatches(dataset, sampler, collate, end - step, rank, world)
+    o = cfg.optim  # each step's lr is a function of the step alone, so a resumed run follows the same schedule
+    schedule = dict(decay=o.decay, decay_steps=o.decay_steps, max_steps=cfg.max_steps, min_lr_ratio=o.min_lr_ratio)
     for batch, epoch, position in step_batches(batches, cfg.data.num_workers):
         step += 1
-        set_lr(optimizer, lr_at(step, peak_lr, cfg.optim.warmup_steps))
+        set_lr(optimizer, lr_at(step, peak_lr, cfg.optim.warmup_steps, **schedule))
         x0, caption, mask = model_inputs(batch, encoders, cfg.seed, epoch, device)
         noise_all, t_all, drop_all = step_randomness(
             cfg, step, tuple(x0.shape[1:]), diffusion.num_timesteps, model.cfg.class_dropout_prob

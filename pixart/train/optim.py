@@ -1,7 +1,8 @@
 """Optimizer, learning-rate schedule and EMA, as the reference recipe uses them (REFERENCE.md §1.8).
 
 - AdamW (torch) or CAME (the `came-pytorch` package, PixArt-Σ's choice: Adam-like quality at Adafactor memory).
-- lr scaled by sqrt(global batch / 256) ("auto_lr"), linear warmup, then constant.
+- lr scaled by sqrt(global batch / 256) ("auto_lr"), linear warmup, then constant as the reference, or (an option
+  the reference lacks) held and then decayed, linearly or on a cosine, over the run's last steps: a cooldown.
 - EMA of the weights in fp32, updated after every optimizer step.
 The schedule is a pure function of the step, so resuming needs no scheduler state.
 """
@@ -21,11 +22,31 @@ def effective_lr(optim: OptimSection, global_batch: int) -> float:
     return optim.lr * math.sqrt(global_batch / 256) if optim.sqrt_lr_scaling else optim.lr
 
 
-def lr_at(step: int, peak_lr: float, warmup_steps: int) -> float:
-    """lr of optimizer step `step` (1-based): linear warmup to `peak_lr` over `warmup_steps`, then constant."""
-    if warmup_steps <= 0:
-        return peak_lr
-    return peak_lr * min(1.0, step / warmup_steps)
+def lr_at(
+    step: int,
+    peak_lr: float,
+    warmup_steps: int,
+    *,
+    decay: str = "none",
+    decay_steps: int = 0,
+    max_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+) -> float:
+    """lr of optimizer step `step` (1-based): linear warmup to `peak_lr` over `warmup_steps`, then constant.
+
+    With `decay` "linear" or "cosine" the lr then stays at `peak_lr` until the last `decay_steps` steps of a
+    `max_steps` run (0 = every step after warmup) and falls over them to `min_lr_ratio * peak_lr`, reached at
+    step `max_steps`.
+    """
+    lr = peak_lr if warmup_steps <= 0 else peak_lr * min(1.0, step / warmup_steps)
+    if decay == "none":
+        return lr
+    start = max(warmup_steps, max_steps - decay_steps) if decay_steps > 0 else warmup_steps
+    if step <= start or max_steps <= start:
+        return lr
+    done = min(1.0, (step - start) / (max_steps - start))  # 0 -> 1 over the decay
+    shape = 1.0 - done if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+    return peak_lr * (min_lr_ratio + (1.0 - min_lr_ratio) * shape)
 
 
 def build_optimizer(model: nn.Module, optim: OptimSection, peak_lr: float) -> torch.optim.Optimizer:
