@@ -59,6 +59,18 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
         "cache-128-v4", "cache-lesson-v4", "cache-centre-v4"
     ] and layout["data"]["text_encoder"].endswith("export-v4")  # fmt: skip
     root = tmp_path / "root"
+    # draw-snap: the one- and two-object worlds with each emoji at one fixed place, its corner on the token grid.
+    for world, objects in (("lesson", {1}), ("pair", {2})):
+        folder = root / f"data-{world}-256-snap"
+        assert json.loads((folder / "dataset.json").read_text())["snap"] == 16
+        scenes = [json.loads(line)["scene"] for line in (folder / "metadata.jsonl").open()]
+        assert {len(scene["objects"]) for scene in scenes} == objects
+        assert all(o["box"][0] % 16 == o["box"][1] % 16 == 0 for scene in scenes for o in scene["objects"])
+    snap = json.loads((root / "dit-draw-snap" / "config.json").read_text())
+    assert snap["model"]["init_from"].endswith("dit-draw-hires/final.safetensors")
+    assert [Path(c).name for c in [snap["data"]["cache"], *snap["data"]["mix"]]] == [
+        "cache-lesson-256-snap-v2", "cache-centre-256-v2", "cache-pair-256-snap-v2"
+    ]  # fmt: skip
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (
             root / "export" / "tokenizer" / name
