@@ -20,8 +20,9 @@ The draw stages go on from retext-centre: the identity lesson longer (`draw-cent
 mixed with the centred world (`draw-singles`), then 256 px (`draw-kv`); `bind-mix` brings the full world back,
 read through a fifth T5 (`text_encoder-v5`). The pair stages add a world of exactly two emoji a scene
 (`data-pair`) to the one-object and centred ones (`pair-mix`), then 256 px (`pair-kv`; `draw-hires`: the same
-worlds at 256 px with the centred one in every batch, the package's model). The stage tables are in
-`pixart.demo.recipe`.
+worlds at 256 px with the centred one in every batch). `draw-snap` goes on from draw-hires on the one- and
+two-object worlds redrawn with each emoji at one fixed place in its cell (`data-*-256-snap`): the package's model.
+The stage tables are in `pixart.demo.recipe`.
 
 Each stage skips work already done (the trainers resume from their checkpoints), so the command can be killed and
 re-run at any time; a finished stage leaves ROOT/<stage>.done and is skipped afterwards (except packaging, which is
@@ -396,11 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--package-from",
-        default="draw-hires",
+        default="draw-snap",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (draw-hires: the v9 package; pair-kv: "
-        "v8, session 24; draw-kv: v7, session 23; retext-kv: v6, sessions 21-22; kv: v5, sessions 17-20); for a "
-        "stage still running, the snapshot --export-latest wrote (the model card gives its step)",
+        help="the DiT stage whose final.safetensors the package stage ships (draw-snap: the v10 package; draw-hires: "
+        "v9, sessions 25-28; pair-kv: v8, session 24; draw-kv: v7, session 23; retext-kv: v6, sessions 21-22; "
+        "kv: v5, sessions 17-20); for a stage still running, the snapshot --export-latest wrote (the model card "
+        "gives its step)",
     )
     p.add_argument(
         "--set",

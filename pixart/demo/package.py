@@ -35,9 +35,9 @@ def export_for(stage: str) -> str:
     return EXPORTS.get(stage.partition("-")[0], "export")
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-hires") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-snap") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (draw-hires: the v9 package)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (draw-snap: the v10 package)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
