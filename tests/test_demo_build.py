@@ -71,6 +71,17 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     assert [Path(c).name for c in [snap["data"]["cache"], *snap["data"]["mix"]]] == [
         "cache-lesson-256-snap-v2", "cache-centre-256-v2", "cache-pair-256-snap-v2"
     ]  # fmt: skip
+    # draw-canon: the two- and three-object worlds in one set of cells per arrangement, snapped.
+    for world, objects in (("pair", {2}), ("multi", {3})):
+        folder = root / f"data-{world}-256-canon"
+        assert json.loads((folder / "dataset.json").read_text())["layout"] == "canonical"
+        scenes = [json.loads(line)["scene"] for line in (folder / "metadata.jsonl").open()]
+        assert {len(scene["objects"]) for scene in scenes} == objects
+    canon = json.loads((root / "dit-draw-canon" / "config.json").read_text())
+    assert canon["model"]["init_from"].endswith("dit-draw-snap/final.safetensors")
+    assert [Path(c).name for c in canon["data"]["mix"]] == [
+        "cache-centre-256-v2", "cache-pair-256-canon-v2", "cache-multi-256-canon-v2"
+    ]  # fmt: skip
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (
             root / "export" / "tokenizer" / name

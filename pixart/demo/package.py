@@ -115,6 +115,11 @@ _PAIR_LIMITS = (
     "round, and each of two emoji is drawn worse than a lone one"
 )
 STAGE_NOTE = {
+    "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
+    f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "
+    f"with two or three emoji in one fixed set of cells per arrangement: 'A next to B' side by side in the middle "
+    f"row, 'A above B' in the middle column, three in a triangle (top left, bottom middle, top right). So a pair or "
+    f"a group is drawn in those cells whatever other place a prompt might allow.\n",
     "draw-snap": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps more on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), with the centred "
     f"one. {_PAIR_LIMITS}.\n",

@@ -67,6 +67,11 @@ STAGES = (
     "cache-lesson-256-snap-v2",
     "cache-pair-256-snap-v2",
     "draw-snap",
+    "data-pair-256-canon",
+    "data-multi-256-canon",
+    "cache-pair-256-canon-v2",
+    "cache-multi-256-canon-v2",
+    "draw-canon",
     "package",
 )
 DIT_STAGES = (
@@ -79,6 +84,7 @@ DIT_STAGES = (
     "draw-mid",
     "draw-cool",
     "draw-snap",
+    "draw-canon",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -93,7 +99,7 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "pair-kv": ("pair-mix", "final"), "draw-hires": ("pair-mix", "final"),
             "deep-hires": ("grow", "final"), "draw-focus": ("draw-hires", "final"),
             "draw-mid": ("draw-hires", "final"), "draw-cool": ("draw-hires", "final"),
-            "draw-snap": ("draw-hires", "final")}  # fmt: skip
+            "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -103,7 +109,7 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "pair-kv": "cache-pair-256-v2", "draw-hires": "cache-lesson-256-v2",
          "deep-hires": "cache-lesson-256-v2", "draw-focus": "cache-lesson-256-v2",
          "draw-mid": "cache-lesson-256-v2", "draw-cool": "cache-lesson-256-v2",
-         "draw-snap": "cache-lesson-256-snap-v2"}  # fmt: skip
+         "draw-snap": "cache-lesson-256-snap-v2", "draw-canon": "cache-lesson-256-snap-v2"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -118,6 +124,7 @@ MIX = {
     "draw-mid": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
     "draw-cool": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
     "draw-snap": (("cache-centre-256-v2", 1), ("cache-pair-256-snap-v2", 1)),
+    "draw-canon": (("cache-centre-256-v2", 1), ("cache-pair-256-canon-v2", 1), ("cache-multi-256-canon-v2", 1)),
 }
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
@@ -162,6 +169,8 @@ SCENES = {
     "data-centre-256": 1000,
     "data-lesson-256-snap": 2000,
     "data-pair-256-snap": 2000,
+    "data-pair-256-canon": 2000,
+    "data-multi-256-canon": 2000,
 }
 SMOKE_SCENES = {
     "data-128": 24,
@@ -174,4 +183,6 @@ SMOKE_SCENES = {
     "data-centre-256": 12,
     "data-lesson-256-snap": 12,
     "data-pair-256-snap": 12,
+    "data-pair-256-canon": 12,
+    "data-multi-256-canon": 12,
 }

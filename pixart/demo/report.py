@@ -67,6 +67,7 @@ RUNS = (
     Run("draw-mid", "stage 10c: stage 10b's loss, most steps at middle noise, 256 px", stage="draw-mid"),
     Run("draw-cool", "stage 10d: stage 9 with its lr brought down to 0, 256 px", stage="draw-cool"),
     Run("draw-snap", "stage 11: stage 9 on, each emoji at one fixed place in its cell, 256 px", stage="draw-snap"),
+    Run("draw-canon", "stage 12: stage 11 on, two or three emoji in one set of cells each", stage="draw-canon"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),
