@@ -72,7 +72,7 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
         "cache-lesson-256-snap-v2", "cache-centre-256-v2", "cache-pair-256-snap-v2"
     ]  # fmt: skip
     # draw-canon: the two- and three-object worlds in one set of cells per arrangement, snapped.
-    for world, objects in (("pair", {2}), ("multi", {3})):
+    for world, objects in (("pair", {2}), ("multi", {3}), ("pair2", {2})):
         folder = root / f"data-{world}-256-canon"
         assert json.loads((folder / "dataset.json").read_text())["layout"] == "canonical"
         scenes = [json.loads(line)["scene"] for line in (folder / "metadata.jsonl").open()]
@@ -82,6 +82,25 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     assert [Path(c).name for c in canon["data"]["mix"]] == [
         "cache-centre-256-v2", "cache-pair-256-canon-v2", "cache-multi-256-canon-v2"
     ]  # fmt: skip
+    # draw-pairs: a second canonical pair world (another seed) as the main cache, the lone-emoji world twice.
+    pair, pair2 = ([json.loads(line)["caption"] for line in (root / f"data-{w}-256-canon" / "metadata.jsonl").open()]
+                   for w in ("pair", "pair2"))  # fmt: skip
+    assert pair != pair2
+    pairs = json.loads((root / "dit-draw-pairs" / "config.json").read_text())
+    assert pairs["model"]["init_from"].endswith("dit-draw-canon/final.safetensors")
+    assert [Path(c).name for c in [pairs["data"]["cache"], *pairs["data"]["mix"]]] == [
+        "cache-pair2-256-canon-v2", "cache-lesson-256-snap-v2", "cache-centre-256-v2", "cache-pair-256-canon-v2",
+        "cache-multi-256-canon-v2",
+    ] and pairs["data"]["mix_repeats"] == [2, 1, 1, 1]  # fmt: skip
+    # bind-canon: draw-pairs' worlds and shares, re-cached through the fifth T5, from draw-pairs' EMA.
+    bind = json.loads((root / "dit-bind-canon" / "config.json").read_text())
+    assert bind["model"]["init_from"].endswith("dit-draw-pairs/final.safetensors")
+    assert [Path(c).name for c in [bind["data"]["cache"], *bind["data"]["mix"]]] == [
+        "cache-pair2-256-canon-v5", "cache-lesson-256-snap-v5", "cache-centre-256-v5", "cache-pair-256-canon-v5",
+        "cache-multi-256-canon-v5",
+    ] and bind["data"]["mix_repeats"] == [2, 1, 1, 1]  # fmt: skip
+    assert bind["data"]["text_encoder"].endswith("export-v5")
+    assert all((root / f"cache-{w}-v5").is_dir() for w in ("pair2-256-canon", "lesson-256-snap"))
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (
             root / "export" / "tokenizer" / name
@@ -195,9 +214,10 @@ def test_a_carried_stage_is_restored_instead_of_trained(tmp_path):
 
     run = tmp_path / "dit-lesson"
     run.mkdir()
-    # What is carried is what the next stage reads: the full stage starts from the lesson's EMA ("final")
-    assert [build.carried_weights(s) for s in ("lesson", "retext-lesson", "retext-mix", "retext-kv")] == [
-        "final", "final-raw", "final", "final-raw"
+    # What is carried is what the next stage reads: the full stage starts from the lesson's EMA ("final"); a stage
+    # nothing starts from (draw-canon) carries its EMA, which is what is scored and packaged
+    assert [build.carried_weights(s) for s in ("lesson", "retext-lesson", "retext-mix", "draw-canon")] == [
+        "final", "final-raw", "final", "final"
     ]  # fmt: skip
     model = randomize(PixArtSigma(tiny_config()), 0)
     save_transformer(model, run / "final.safetensors")

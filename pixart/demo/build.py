@@ -140,12 +140,17 @@ def stage_data_snapped(root: Path, smoke: bool, world: str) -> None:
 def stage_data_canonical(root: Path, smoke: bool, world: str) -> None:
     """The 256 px two-object (world "pair", seed 12) and three-object ("multi", seed 13) worlds, snapped as for
     draw-snap, with the emoji in one fixed set of cells per arrangement (`export_dataset(layout="canonical")`:
-    side by side, one above the other, or a triangle of three), for draw-canon."""
+    side by side, one above the other, or a triangle of three), for draw-canon; "pair2" (seed 14): more scenes of
+    the two-object world, for draw-pairs."""
     from pixart.data.emoji import export_dataset
 
     counts = SMOKE_SCENES if smoke else SCENES
     name = f"data-{world}-256-canon"
-    objects = {"pair": {"min_objects": 2, "max_objects": 2, "seed": 12}, "multi": {"min_objects": 3, "seed": 13}}
+    objects = {
+        "pair": {"min_objects": 2, "max_objects": 2, "seed": 12},
+        "multi": {"min_objects": 3, "seed": 13},
+        "pair2": {"min_objects": 2, "max_objects": 2, "seed": 14},
+    }
     export_dataset(root / name, counts[name], sizes=((256, 256),), snap=16, layout="canonical", **objects[world])
 
 
@@ -365,8 +370,9 @@ def plot_losses(run_dir: Path, stage: str) -> Path | None:
 
 def carried_weights(stage: str) -> str:
     """Which of a stage's final weights `--carry` keeps: those the next stage starts from (`PREVIOUS`), the EMA
-    ("final") or the raw weights ("final-raw"; also for a stage nothing starts from)."""
-    return next((weights for previous, weights in PREVIOUS.values() if previous == stage), "final-raw")
+    ("final") or the raw weights ("final-raw"); for a stage nothing starts from, the EMA, which is what
+    `pixart.demo.report` scores and the package is made from."""
+    return next((weights for previous, weights in PREVIOUS.values() if previous == stage), "final")
 
 
 def write_carry(root: Path, stage: str) -> Path:
@@ -409,9 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--package-from",
-        default="draw-snap",
+        default="draw-pairs",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (draw-snap: the v10 package; draw-hires: "
+        help="the DiT stage whose final.safetensors the package stage ships (draw-pairs: the v11 package; draw-snap: "
+        "v10, sessions 29-32; draw-hires: "
         "v9, sessions 25-28; pair-kv: v8, session 24; draw-kv: v7, session 23; retext-kv: v6, sessions 21-22; "
         "kv: v5, sessions 17-20); for a stage still running, the snapshot --export-latest wrote (the model card "
         "gives its step)",
@@ -501,6 +508,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data-multi-256-canon": lambda: stage_data_canonical(root, args.smoke, "multi"),
         "cache-pair-256-canon-v2": lambda: stage_cache(root, args.smoke, 256, name="pair-256-canon", version="-v2"),
         "cache-multi-256-canon-v2": lambda: stage_cache(root, args.smoke, 256, name="multi-256-canon", version="-v2"),
+        "data-pair2-256-canon": lambda: stage_data_canonical(root, args.smoke, "pair2"),
+        "cache-pair2-256-canon-v2": lambda: stage_cache(root, args.smoke, 256, name="pair2-256-canon", version="-v2"),
+        **{
+            f"cache-{world}-v5": (lambda world=world: stage_cache(root, args.smoke, 256, name=world, version="-v5"))
+            for world in ("lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon", "pair2-256-canon")
+        },
         "grow": lambda: stage_grow(root),
         **{stage: (lambda stage=stage: stage_train(root, stage, args.smoke, extra[stage])) for stage in DIT_STAGES},
         "package": lambda: stage_package(root, args.smoke, Path(args.package_dir), args.package_from),

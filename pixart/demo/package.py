@@ -35,9 +35,9 @@ def export_for(stage: str) -> str:
     return EXPORTS.get(stage.partition("-")[0], "export")
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-snap") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-pairs") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (draw-snap: the v10 package)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (draw-pairs: the v11 package)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
@@ -115,6 +115,17 @@ _PAIR_LIMITS = (
     "round, and each of two emoji is drawn worse than a lone one"
 )
 STAGE_NOTE = {
+    "draw-pairs": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
+    f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 4,000 more "
+    f"with two or three emoji in one fixed set of cells per arrangement ('A next to B' side by side in the middle "
+    f"row, 'A above B' in the middle column, three in a triangle), the last 2,000 of them on 6,000 scenes of two "
+    f"emoji. So a pair or a group is drawn in those cells whatever other place a prompt might allow. The text "
+    f"encoder does not say which of two names is the first, so both places get a blend of the two emoji: prompts "
+    f"with two kinds of emoji do not pass yet.\n",
+    "bind-canon": f"{_PAIR_STAGES} on the same three worlds, then 6,000 steps on the one-, two- and three-object "
+    f"worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per arrangement "
+    f"(draw-snap, draw-canon, draw-pairs), then 2,000 more on the same worlds read through the fifth text encoder, "
+    f"whose names also say which object is the first and which is large.\n",
     "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "
     f"with two or three emoji in one fixed set of cells per arrangement: 'A next to B' side by side in the middle "

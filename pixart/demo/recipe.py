@@ -72,6 +72,15 @@ STAGES = (
     "cache-pair-256-canon-v2",
     "cache-multi-256-canon-v2",
     "draw-canon",
+    "data-pair2-256-canon",
+    "cache-pair2-256-canon-v2",
+    "draw-pairs",
+    "cache-lesson-256-snap-v5",
+    "cache-centre-256-v5",
+    "cache-pair-256-canon-v5",
+    "cache-multi-256-canon-v5",
+    "cache-pair2-256-canon-v5",
+    "bind-canon",
     "package",
 )
 DIT_STAGES = (
@@ -85,6 +94,8 @@ DIT_STAGES = (
     "draw-cool",
     "draw-snap",
     "draw-canon",
+    "draw-pairs",
+    "bind-canon",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -99,7 +110,8 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "pair-kv": ("pair-mix", "final"), "draw-hires": ("pair-mix", "final"),
             "deep-hires": ("grow", "final"), "draw-focus": ("draw-hires", "final"),
             "draw-mid": ("draw-hires", "final"), "draw-cool": ("draw-hires", "final"),
-            "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final")}  # fmt: skip
+            "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final"),
+            "draw-pairs": ("draw-canon", "final"), "bind-canon": ("draw-pairs", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -109,7 +121,8 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "pair-kv": "cache-pair-256-v2", "draw-hires": "cache-lesson-256-v2",
          "deep-hires": "cache-lesson-256-v2", "draw-focus": "cache-lesson-256-v2",
          "draw-mid": "cache-lesson-256-v2", "draw-cool": "cache-lesson-256-v2",
-         "draw-snap": "cache-lesson-256-snap-v2", "draw-canon": "cache-lesson-256-snap-v2"}  # fmt: skip
+         "draw-snap": "cache-lesson-256-snap-v2", "draw-canon": "cache-lesson-256-snap-v2",
+         "draw-pairs": "cache-pair2-256-canon-v2", "bind-canon": "cache-pair2-256-canon-v5"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -125,6 +138,21 @@ MIX = {
     "draw-cool": (("cache-centre-256-v2", 2), ("cache-pair-256-v2", 1)),
     "draw-snap": (("cache-centre-256-v2", 1), ("cache-pair-256-snap-v2", 1)),
     "draw-canon": (("cache-centre-256-v2", 1), ("cache-pair-256-canon-v2", 1), ("cache-multi-256-canon-v2", 1)),
+    # draw-pairs: the main cache is the second canonical pair world (4,000 scenes); the snapped one-emoji world twice
+    # keeps lone emoji at a third of the scenes.
+    "draw-pairs": (
+        ("cache-lesson-256-snap-v2", 2),
+        ("cache-centre-256-v2", 1),
+        ("cache-pair-256-canon-v2", 1),
+        ("cache-multi-256-canon-v2", 1),
+    ),
+    # bind-canon: draw-pairs' worlds and shares, read through the fifth T5 (names that know their role and size).
+    "bind-canon": (
+        ("cache-lesson-256-snap-v5", 2),
+        ("cache-centre-256-v5", 1),
+        ("cache-pair-256-canon-v5", 1),
+        ("cache-multi-256-canon-v5", 1),
+    ),
 }
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
@@ -171,6 +199,7 @@ SCENES = {
     "data-pair-256-snap": 2000,
     "data-pair-256-canon": 2000,
     "data-multi-256-canon": 2000,
+    "data-pair2-256-canon": 4000,
 }
 SMOKE_SCENES = {
     "data-128": 24,
@@ -185,4 +214,5 @@ SMOKE_SCENES = {
     "data-pair-256-snap": 12,
     "data-pair-256-canon": 12,
     "data-multi-256-canon": 12,
+    "data-pair2-256-canon": 12,
 }

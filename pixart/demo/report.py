@@ -68,6 +68,8 @@ RUNS = (
     Run("draw-cool", "stage 10d: stage 9 with its lr brought down to 0, 256 px", stage="draw-cool"),
     Run("draw-snap", "stage 11: stage 9 on, each emoji at one fixed place in its cell, 256 px", stage="draw-snap"),
     Run("draw-canon", "stage 12: stage 11 on, two or three emoji in one set of cells each", stage="draw-canon"),
+    Run("draw-pairs", "stage 13: stage 12 on, 4,000 more two-emoji scenes", stage="draw-pairs"),
+    Run("bind-canon", "stage 14: stage 13 read through the fifth T5 (names know their role)", stage="bind-canon"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),
