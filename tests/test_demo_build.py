@@ -86,21 +86,15 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
     pair, pair2 = ([json.loads(line)["caption"] for line in (root / f"data-{w}-256-canon" / "metadata.jsonl").open()]
                    for w in ("pair", "pair2"))  # fmt: skip
     assert pair != pair2
-    pairs = json.loads((root / "dit-draw-pairs" / "config.json").read_text())
-    assert pairs["model"]["init_from"].endswith("dit-draw-canon/final.safetensors")
-    assert [Path(c).name for c in [pairs["data"]["cache"], *pairs["data"]["mix"]]] == [
-        "cache-pair2-256-canon-v2", "cache-lesson-256-snap-v2", "cache-centre-256-v2", "cache-pair-256-canon-v2",
-        "cache-multi-256-canon-v2",
-    ] and pairs["data"]["mix_repeats"] == [2, 1, 1, 1]  # fmt: skip
     # bind-canon: draw-pairs' worlds and shares, re-cached through the fifth T5, from draw-pairs' EMA.
-    bind = json.loads((root / "dit-bind-canon" / "config.json").read_text())
-    assert bind["model"]["init_from"].endswith("dit-draw-pairs/final.safetensors")
-    assert [Path(c).name for c in [bind["data"]["cache"], *bind["data"]["mix"]]] == [
-        "cache-pair2-256-canon-v5", "cache-lesson-256-snap-v5", "cache-centre-256-v5", "cache-pair-256-canon-v5",
-        "cache-multi-256-canon-v5",
-    ] and bind["data"]["mix_repeats"] == [2, 1, 1, 1]  # fmt: skip
-    assert bind["data"]["text_encoder"].endswith("export-v5")
-    assert all((root / f"cache-{w}-v5").is_dir() for w in ("pair2-256-canon", "lesson-256-snap"))
+    for stage, start, v in (("draw-pairs", "draw-canon", "v2"), ("bind-canon", "draw-pairs", "v5")):
+        cfg = json.loads((root / f"dit-{stage}" / "config.json").read_text())
+        assert cfg["model"]["init_from"].endswith(f"dit-{start}/final.safetensors")
+        worlds = ("pair2-256-canon", "lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon")
+        caches = [cfg["data"]["cache"], *cfg["data"]["mix"]]
+        assert [Path(c).name for c in caches] == [f"cache-{w}-{v}" for w in worlds]
+        assert cfg["data"]["mix_repeats"] == [2, 1, 1, 1] and cfg["data"]["text_encoder"].endswith(f"export-{v}")
+        assert all((root / f"cache-{w}-{v}").is_dir() for w in worlds)
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (
             root / "export" / "tokenizer" / name
