@@ -146,14 +146,9 @@ MIX = {
         ("cache-pair-256-canon-v2", 1),
         ("cache-multi-256-canon-v2", 1),
     ),
-    # bind-canon: draw-pairs' worlds and shares, read through the fifth T5 (names that know their role and size).
-    "bind-canon": (
-        ("cache-lesson-256-snap-v5", 2),
-        ("cache-centre-256-v5", 1),
-        ("cache-pair-256-canon-v5", 1),
-        ("cache-multi-256-canon-v5", 1),
-    ),
 }
+# bind-canon: draw-pairs' worlds and shares, read through the fifth T5 (names that know their role and size).
+MIX["bind-canon"] = tuple((cache.replace("-v2", "-v5"), times) for cache, times in MIX["draw-pairs"])
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
 GROW_FROM = ("draw-hires", "final")
