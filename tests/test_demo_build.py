@@ -250,8 +250,7 @@ def test_a_done_stage_whose_outputs_are_missing_runs_again(tmp_path):
 
 
 def test_a_committed_text_encoder_without_its_run_is_not_trained_again(tmp_path, monkeypatch):
-    import pixart.demo.build as build
-    from pixart.demo import text_encoder
+    from pixart.demo import stages, text_encoder
 
     calls = []
     monkeypatch.setattr(text_encoder, "main", lambda args: calls.append(args) or 0)
@@ -259,11 +258,11 @@ def test_a_committed_text_encoder_without_its_run_is_not_trained_again(tmp_path,
     (tmp_path / "export" / "vae" / "config.json").write_text("{}")
     (tmp_path / "export-v4" / "text_encoder").mkdir(parents=True)
     (tmp_path / "export-v4" / "text_encoder" / "config.json").write_text("{}")
-    build.stage_text_encoder_v2(tmp_path, False, "v4")  # a fresh clone: the export is committed, the run is not
+    stages.stage_text_encoder_v2(tmp_path, False, "v4")  # a fresh clone: the export is committed, the run is not
     assert calls == [] and (tmp_path / "export-v4" / "vae" / "config.json").exists()
     (tmp_path / "text_encoder-v4").mkdir()
     (tmp_path / "text_encoder-v4" / "checkpoint.pt").write_bytes(b"")
-    build.stage_text_encoder_v2(tmp_path, False, "v4")  # with its run: resumed (and re-exported)
+    stages.stage_text_encoder_v2(tmp_path, False, "v4")  # with its run: resumed (and re-exported)
     (args,) = calls
     assert args[args.index("--init-from") + 1] == str(tmp_path / "text_encoder-v2" / "checkpoint.pt")
     assert "--layout-weight" in args and "--position-init" in args
@@ -272,18 +271,27 @@ def test_a_committed_text_encoder_without_its_run_is_not_trained_again(tmp_path,
 def test_a_stage_reading_an_export_without_its_vae_copy_gets_one(tmp_path):
     """On a fresh clone export-v2/ holds the committed T5 but not its (ignored) copy of the VAE, and the text encoder
     stage that makes the copy is marked done: a cache or DiT stage rebuilt there copies it first."""
-    import pixart.demo.build as build
+    from pixart.demo import stages
 
     (tmp_path / "export" / "vae").mkdir(parents=True)
     (tmp_path / "export" / "vae" / "config.json").write_text('{"latent_channels": 4}')
     (tmp_path / "export-v2" / "text_encoder").mkdir(parents=True)
-    build.ensure_export_vae(tmp_path, "export-v2")
+    stages.ensure_export_vae(tmp_path, "export-v2")
     assert (tmp_path / "export-v2" / "vae" / "config.json").read_text() == '{"latent_channels": 4}'
     (tmp_path / "export-v2" / "vae" / "config.json").write_text("{}")  # an existing copy is left alone
-    build.ensure_export_vae(tmp_path, "export-v2")
+    stages.ensure_export_vae(tmp_path, "export-v2")
     assert (tmp_path / "export-v2" / "vae" / "config.json").read_text() == "{}"
-    build.ensure_export_vae(tmp_path, "export")  # the VAE's own folder: nothing to copy
+    stages.ensure_export_vae(tmp_path, "export")  # the VAE's own folder: nothing to copy
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["vae"]
+
+
+def test_every_stage_of_the_recipe_has_exactly_one_runner(tmp_path):
+    """`recipe.STAGES` is the build's order; each name is a preparation step, a DiT stage or the package, once."""
+    from pixart.demo.recipe import DIT_STAGES, STAGES
+    from pixart.demo.stages import preparation_steps
+
+    runners = [*preparation_steps(tmp_path, smoke=True), *DIT_STAGES, "package"]
+    assert sorted(runners) == sorted(STAGES)
 
 
 def test_each_stage_config_says_what_the_recipe_tables_say():
