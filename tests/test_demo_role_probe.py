@@ -7,7 +7,7 @@ import torch
 
 from pixart.data.emoji_captions import short_caption
 from pixart.data.emoji_layout import Scene, SceneObject
-from pixart.demo.role_probe import main, role_gain, role_scenes, swapped_names, weights_of
+from pixart.demo.role_probe import main, other_pair, renamed, role_gain, role_scenes, swapped_names, weights_of
 from pixart.model import PixArtSigma
 from tests.conftest import randomize, tiny_config
 
@@ -33,6 +33,12 @@ def test_probe_scenes_are_canonical_pairs_of_two_different_emoji():
     assert scenes == role_scenes(6)  # seeded
     assert all(len(s.objects) == 2 and s.objects[0].name != s.objects[1].name for s in scenes)
     assert all(" next to " in short_caption(s) or " above " in short_caption(s) for s in scenes)
+    for i, s in enumerate(scenes):  # renamed: the same places, two emoji of another scene, neither of its own
+        r = renamed(s, other_pair(scenes, i))
+        assert [(o.x, o.y) for o in r.objects] == [(o.x, o.y) for o in s.objects]
+        assert not {o.name for o in r.objects} & {o.name for o in s.objects}
+    with pytest.raises(ValueError, match="no scene shares no emoji"):
+        other_pair([scene(), swapped_names(scene())], 0)
 
 
 def probe(model, swapped_features):
@@ -47,6 +53,7 @@ def probe(model, swapped_features):
         "region": region,
         "true": (true, mask),
         "swapped": (swapped_features(true), mask),
+        "renamed": (true + 2.0, mask),
         "rolled": (torch.roll(true, 1, 0), mask),
     }
 
@@ -58,19 +65,21 @@ def test_a_reordered_caption_is_the_same_caption_to_the_transformer():
     order = torch.tensor([3, 4, 5, 0, 1, 2])
     for row in role_gain(model, probe(model, lambda f: f[:, order]), timesteps=(500, 900)):
         assert row["role_gain_pct"] == pytest.approx(0.0, abs=1e-4)
-        assert abs(row["caption_gain_pct"]) > 1e-2
+        assert abs(row["caption_gain_pct"]) > 1e-2 and abs(row["names_gain_pct"]) > 1e-2
     other = role_gain(model, probe(model, lambda f: f + 1.0), timesteps=(500,))[0]
     assert abs(other["role_gain_pct"]) > 1e-2
 
 
 def test_the_gain_only_looks_inside_the_objects_boxes():
     """A model 0.5 off inside the region with the true caption, just as far off there with the swapped one but wrong
-    outside it too, and 1.5 off inside with the rolled one: role gain 0, caption gain (1.5² - 0.5²) / 0.5² = 800%."""
+    outside it too, 1.5 off inside with the rolled one and 1.0 with the renamed one: role gain 0, caption gain
+    (1.5² - 0.5²) / 0.5² = 800%, names gain (1 - 0.5²) / 0.5² = 300%."""
 
     def model(xt, t, caption, mask):
         out = torch.zeros(len(xt), 8, *xt.shape[2:])
         out[:, :4] = torch.randn(xt.shape, generator=torch.Generator().manual_seed(int(t[0])))  # the probe's noise
-        out[:, :4, :, :4] += 1.5 if torch.equal(caption, probe_set["rolled"][0]) else 0.5
+        off = {"rolled": 1.5, "renamed": 1.0}
+        out[:, :4, :, :4] += next((v for k, v in off.items() if torch.equal(caption, probe_set[k][0])), 0.5)
         if torch.equal(caption, probe_set["swapped"][0]):
             out[:, :4, :, 4:] += 1.0
         return out
@@ -79,7 +88,7 @@ def test_the_gain_only_looks_inside_the_objects_boxes():
     for row in role_gain(model, probe_set, timesteps=(500, 900)):
         assert row["mse_true"] == pytest.approx(0.25) and row["mse_swapped"] == pytest.approx(0.25)
         assert row["role_gain_pct"] == pytest.approx(0.0, abs=1e-4)
-        assert row["caption_gain_pct"] == pytest.approx(800.0)
+        assert row["caption_gain_pct"] == pytest.approx(800.0) and row["names_gain_pct"] == pytest.approx(300.0)
 
 
 def test_bad_paths_and_arguments_are_refused(tmp_path, capsys):

@@ -4,17 +4,20 @@ The pair prompts of `pixart eval` ("a heart next to a key") fail when a model re
 it then paints one blend of the two emoji in both places (`scripts/pair_blend.py`). This probe measures that
 directly, without sampling. For n two-object scenes of the canonical layout (two different emoji side by side or
 one above the other, from a world seed no training set uses), fixed noise and a few timesteps, the ε-MSE is
-measured three times: with each scene's own caption; with the two names swapped ("a key next to a heart": the same
-words, only their roles changed); and with the captions rolled by one scene (every image with another's caption,
+measured four times: with each scene's own caption; with the two names swapped ("a key next to a heart": the same
+words, only their roles changed); with both names replaced by another scene's two ("a cat next to a tree": the same
+layout and background, other emoji); and with the captions rolled by one scene (every image with another's caption,
 as `pixart.demo.probe`). Relative to the true caption's MSE,
 
     role gain    = (mse(swapped) - mse(true)) / mse(true)
+    names gain   = (mse(renamed) - mse(true)) / mse(true)
     caption gain = (mse(rolled)  - mse(true)) / mse(true)
 
-Both MSEs are taken over the latent cells of the two objects' boxes only: outside them the three captions agree
-(but for the rolled one's background), and the background would otherwise drown the objects. A model that binds
-each name to its place has a role gain above 0; one that reads a bag of names has a role gain of 0 (up to noise)
-however large its caption gain.
+The MSEs are taken over the latent cells of the two objects' boxes only: outside them the captions agree (but for
+the rolled one's background), and the background would otherwise drown the objects. A model that reads a bag of
+names has a role gain of 0 (up to noise) however large its names gain; one that binds each name to its place has a
+role gain near its names gain, since with the roles swapped each box is told to hold the wrong emoji. Their ratio,
+role gain / names gain, is the share of what the model takes from the names that depends on their roles.
 
     python -m pixart.demo.role_probe runs/demo/dit-bind-canon                # its checkpoints (raw weights)
     python -m pixart.demo.role_probe runs/demo/dit-draw-pairs/final.safetensors --csv /tmp/roles.csv
@@ -40,13 +43,26 @@ TIMESTEPS = (500, 700, 900)
 WORLD_SEED = 1000  # the demo's datasets use seeds 0-14, the eval its own prompt seed
 
 
+def renamed(scene, other):
+    """The scene with its two objects' emoji replaced by `other`'s two, in order, each keeping its place and size."""
+    swap = ("name", "hexcode", "category")
+    pairs = zip(scene.objects, other.objects, strict=True)
+    return replace(scene, objects=tuple(replace(o, **{k: getattr(n, k) for k in swap}) for o, n in pairs))
+
+
 def swapped_names(scene):
     """The scene with its two objects' emoji exchanged, each keeping the other's place and size."""
-    a, b = scene.objects
-    swap = ("name", "hexcode", "category")
-    a2 = replace(a, **{k: getattr(b, k) for k in swap})
-    b2 = replace(b, **{k: getattr(a, k) for k in swap})
-    return replace(scene, objects=(a2, b2))
+    return renamed(scene, replace(scene, objects=scene.objects[::-1]))
+
+
+def other_pair(scenes: list, i: int):
+    """The next scene after i (cyclically) whose two emoji are both unlike scene i's."""
+    names = {o.name for o in scenes[i].objects}
+    for k in range(1, len(scenes)):
+        other = scenes[(i + k) % len(scenes)]
+        if not names & {o.name for o in other.objects}:
+            return other
+    raise ValueError(f"no scene shares no emoji with scene {i}: use more scenes")
 
 
 def role_scenes(n: int, seed: int = WORLD_SEED, side: int = 256) -> list:
@@ -69,7 +85,7 @@ def role_scenes(n: int, seed: int = WORLD_SEED, side: int = 256) -> list:
 
 @torch.no_grad()
 def encode_probe_set(scenes: list, text_encoder: str | Path, vae: str | Path, max_tokens: int) -> dict:
-    """Latents (the VAE's mean, scaled as in a cache) and the three caption sets' T5 features of `scenes`."""
+    """Latents (the VAE's mean, scaled as in a cache) and the four caption sets' T5 features of `scenes`."""
     from pixart.data.cache import T5AndVAE
     from pixart.data.emoji import render_scene
     from pixart.data.emoji_captions import short_caption
@@ -82,14 +98,15 @@ def encode_probe_set(scenes: list, text_encoder: str | Path, vae: str | Path, ma
     latent = (mean.float() - v["shift_factor"]) * v["scaling_factor"]
     true = [short_caption(s) for s in scenes]
     swapped = [short_caption(swapped_names(s)) for s in scenes]
+    renames = [short_caption(renamed(s, other_pair(scenes, i))) for i, s in enumerate(scenes)]
     f = pixels.shape[-1] // latent.shape[-1]  # the VAE's downsampling
     region = torch.zeros(len(scenes), 1, *latent.shape[-2:])  # (B, 1, h, w): 1 on the objects' boxes
     for i, s in enumerate(scenes):
         for o in s.objects:
             x0, y0, x1, y1 = o.box
             region[i, :, max(y0, 0) // f : -(-y1 // f), max(x0, 0) // f : -(-x1 // f)] = 1
-    out = {"latent": latent, "region": region, "captions": {"true": true, "swapped": swapped}}
-    for key, texts in (("true", true), ("swapped", swapped)):
+    out = {"latent": latent, "region": region, "captions": {"true": true, "swapped": swapped, "renamed": renames}}
+    for key, texts in (("true", true), ("swapped", swapped), ("renamed", renames)):
         features, mask = encoders.encode_text(texts)  # (B, L, D), (B, L)
         out[key] = (features.float(), mask)
     rolled = torch.roll(torch.arange(len(scenes)), 1)
@@ -104,7 +121,7 @@ def _gain(other: float, true: float) -> float:
 
 @torch.no_grad()
 def role_gain(model: torch.nn.Module, probe: dict, timesteps=TIMESTEPS, prediction: str = "epsilon") -> list[dict]:
-    """One row per timestep: the ε-MSE with the true, swapped and rolled captions, and the two gains in %."""
+    """One row per timestep: the ε-MSE with the true, swapped, renamed and rolled captions, and the gains in %."""
     from pixart.diffusion.losses import GaussianDiffusion
 
     diffusion = GaussianDiffusion.linear(1000)
@@ -117,7 +134,7 @@ def role_gain(model: torch.nn.Module, probe: dict, timesteps=TIMESTEPS, predicti
         t = torch.full((len(x0),), int(tv))
         xt = diffusion.q_sample(x0, t, noise)
         mse = {}
-        for key in ("true", "swapped", "rolled"):
+        for key in ("true", "swapped", "renamed", "rolled"):
             caption, mask = probe[key]
             out = model(xt, t, caption, mask)[:, :c]  # (B, C, h, w): ε or v
             eps = diffusion.eps_from_output(out, xt, t, prediction)
@@ -127,6 +144,7 @@ def role_gain(model: torch.nn.Module, probe: dict, timesteps=TIMESTEPS, predicti
                 "t": int(tv),
                 **{f"mse_{k}": v for k, v in mse.items()},
                 "role_gain_pct": _gain(mse["swapped"], mse["true"]),
+                "names_gain_pct": _gain(mse["renamed"], mse["true"]),
                 "caption_gain_pct": _gain(mse["rolled"], mse["true"]),
             }
         )
@@ -177,10 +195,11 @@ def probe_paths(
                 probes[key] = encode_probe_set(scenes, *key)
             for row in role_gain(model, probes[key], timesteps, model.cfg.prediction):
                 logger.info(
-                    "%s t=%d: role gain %+.2f%%, caption gain %+.2f%%",
+                    "%s t=%d: role gain %+.2f%%, names gain %+.2f%%, caption gain %+.2f%%",
                     label,
                     row["t"],
                     row["role_gain_pct"],
+                    row["names_gain_pct"],
                     row["caption_gain_pct"],
                 )
                 rows.append({"weights": label, **row})
