@@ -124,7 +124,7 @@ STAGE_NOTE = {
     f"with two kinds of emoji do not pass yet.\n",
     "bind-canon": f"{_PAIR_STAGES} on the same three worlds, then 6,000 steps on the one-, two- and three-object "
     f"worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per arrangement "
-    f"(draw-snap, draw-canon, draw-pairs), then 1,400 more on the same worlds read through the fifth text encoder, "
+    f"(draw-snap, draw-canon, draw-pairs), then 4,000 more on the same worlds read through the fifth text encoder, "
     f"whose names also say which object is the first and which is large.\n",
     "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "

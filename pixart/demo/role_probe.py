@@ -179,7 +179,7 @@ def run_encoders(run: Path) -> tuple[str, str]:
 
 
 def probe_paths(
-    paths: list[str], n: int = 32, timesteps=TIMESTEPS, seed: int = WORLD_SEED, ema: bool = False
+    paths: list[str], n: int = 128, timesteps=TIMESTEPS, seed: int = WORLD_SEED, ema: bool = False
 ) -> list[dict]:
     """Rows {"weights", "t", mse_true/swapped/rolled, role_gain_pct, caption_gain_pct} for every weights file."""
     from pixart.checkpoint import load_transformer
@@ -209,7 +209,7 @@ def probe_paths(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixart.demo.role_probe", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="`pixart train` run folders (their checkpoints) or weights files")
-    parser.add_argument("-n", type=int, default=32, help="scenes (default 32)")
+    parser.add_argument("-n", type=int, default=128, help="scenes (default 128)")
     parser.add_argument(
         "--timesteps", default=",".join(map(str, TIMESTEPS)), help="comma-separated t (default %(default)s)"
     )
