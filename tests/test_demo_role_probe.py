@@ -89,6 +89,7 @@ def test_the_gain_only_looks_inside_the_objects_boxes():
         assert row["mse_true"] == pytest.approx(0.25) and row["mse_swapped"] == pytest.approx(0.25)
         assert row["role_gain_pct"] == pytest.approx(0.0, abs=1e-4)
         assert row["caption_gain_pct"] == pytest.approx(800.0) and row["names_gain_pct"] == pytest.approx(300.0)
+        assert row["role_share"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bad_paths_and_arguments_are_refused(tmp_path, capsys):
