@@ -106,7 +106,7 @@ def encode_probe_set(scenes: list, text_encoder: str | Path, vae: str | Path, ma
         for o in s.objects:
             x0, y0, x1, y1 = o.box
             region[i, :, max(y0, 0) // f : -(-y1 // f), max(x0, 0) // f : -(-x1 // f)] = 1
-    out = {"latent": latent, "region": region, "captions": {"true": true, "swapped": swapped, "renamed": renames}}
+    out = {"latent": latent, "region": region}
     for key, texts in (("true", true), ("swapped", swapped), ("renamed", renames)):
         features, mask = encoders.encode_text(texts)  # (B, L, D), (B, L)
         out[key] = (features.float(), mask)
@@ -140,17 +140,17 @@ def role_gain(model: torch.nn.Module, probe: dict, timesteps=TIMESTEPS, predicti
             out = model(xt, t, caption, mask)[:, :c]  # (B, C, h, w): ε or v
             eps = diffusion.eps_from_output(out, xt, t, prediction)
             mse[key] = (((eps - noise) ** 2) * region).sum().item() / cells.item()
+        role, names = _gain(mse["swapped"], mse["true"]), _gain(mse["renamed"], mse["true"])
         rows.append(
             {
                 "t": int(tv),
                 **{f"mse_{k}": v for k, v in mse.items()},
-                "role_gain_pct": _gain(mse["swapped"], mse["true"]),
-                "names_gain_pct": _gain(mse["renamed"], mse["true"]),
+                "role_gain_pct": role,
+                "names_gain_pct": names,
                 "caption_gain_pct": _gain(mse["rolled"], mse["true"]),
+                "role_share": role / names if names > 0 else float("nan"),
             }
         )
-        names = rows[-1]["names_gain_pct"]
-        rows[-1]["role_share"] = rows[-1]["role_gain_pct"] / names if names > 0 else float("nan")
     return rows
 
 
