@@ -18,10 +18,12 @@ read by forward hooks (`pixart.demo.attention_probe.cross_attention_recorder`). 
   the gap clipped to [-5, 5] (heads far from both names pass no gradient).
 
 Batches of 16 drawn at random (seeded), uniform t with a tenth redrawn at t >= 900, captions dropped 10% of the
-time (those get no attention loss), AdamW at `--lr` with 50 warm-up steps, gradients clipped at 1; the raw
-weights are saved every 200 steps as `OUT/step-N.safetensors` with the run's config.json beside them, so that
-`python -m pixart.demo.role_probe` and `python -m pixart.demo.attention_probe` read them. docs/demo-model.md,
-"Does the attention bind?", has what each mode did.
+time (those get no attention loss), AdamW at `--lr` with 50 warm-up steps, gradients clipped at 1. `--twins N`:
+half of each batch is instead four scenes of the pair world, each followed by its twin (the same picture with the
+two emoji exchanged), drawn from N such scenes encoded at the start; with `--lam 0` that is a plain fine-tune on
+twin batches. The raw weights are saved every 200 steps as `OUT/step-N.safetensors` with the run's config.json
+beside them, so that `python -m pixart.demo.role_probe` and `python -m pixart.demo.attention_probe` read them.
+docs/demo-model.md, "Does the attention bind?", has what each mode did.
 """
 
 from __future__ import annotations
@@ -71,6 +73,31 @@ def grounded_samples(tokenizer) -> list[tuple]:
     return items
 
 
+def twin_set(n: int) -> dict:
+    """n pair scenes of the pair world (two different emoji), each followed by its twin: the same picture with the
+    two emoji exchanged, each keeping the other's place and size, and the caption that says so. Latents (the VAE's
+    mean) and T5 features as the role probe encodes them."""
+    from pixart.data.emoji_layout import Scene
+    from pixart.demo.role_probe import encode_probe_set, swapped_names
+
+    scenes = []
+    for line in (ROOT / "data-pair2-256-canon" / "metadata.jsonl").read_text().splitlines():
+        scene = Scene.from_dict(json.loads(line)["scene"])
+        if len(scene.objects) == 2 and scene.objects[0].name != scene.objects[1].name:
+            scenes += [scene, swapped_names(scene)]
+        if len(scenes) == 2 * n:
+            break
+    parts = [  # 128 at a time: the VAE's activations for thousands of 256 px images do not fit in memory
+        encode_probe_set(scenes[i : i + 128], ROOT / "export-v5", ROOT / "export-v5" / "vae", 120)
+        for i in range(0, len(scenes), 128)
+    ]
+    return {
+        "latent": torch.cat([e["latent"] for e in parts]),
+        "caption": torch.cat([e["true"][0] for e in parts]),
+        "mask": torch.cat([e["true"][1] for e in parts]).bool(),
+    }
+
+
 def attention_loss(mode: str, logits: torch.Tensor, grounding: list) -> list[torch.Tensor]:
     """The loss terms of one sample's grounded names in one block; logits (H, N, L) with -inf on padding."""
     terms = []
@@ -109,9 +136,13 @@ def main() -> None:
     p.add_argument("--lam", type=float, default=0.1, help="weight of the attention loss")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument(
+        "--twins", type=int, default=0, help="N > 0: half of each batch is 4 pair scenes and their 4 swapped twins"
+    )
     a = p.parse_args()
     items = grounded_samples(load_tokenizer(ROOT / "export-v5/tokenizer"))
     print(f"{len(items)} samples; {sum(len(g) >= 2 for *_, g in items)} with two or more grounded names", flush=True)
+    twins = twin_set(a.twins) if a.twins else None
     model = load_transformer(a.init, dtype=torch.float32).train()
     diffusion = GaussianDiffusion.linear(1000)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
@@ -128,6 +159,12 @@ def main() -> None:
         idx = torch.randint(len(items), (16,), generator=gen).tolist()
         batch = collate_cached([items[i][0].sample(items[i][1], step * 16 + j) for j, i in enumerate(idx)])
         x0, caption, mask = batch["latent"], batch["caption"], batch["caption_mask"]
+        if twins is not None:  # samples 8-15: 4 pair scenes and, right after each, its twin (no grounding)
+            pick = torch.randint(len(twins["latent"]) // 2, (4,), generator=gen) * 2
+            pick = torch.stack([pick, pick + 1], 1).flatten()  # (8,)
+            x0, caption, mask = x0.clone(), caption.clone(), mask.clone()
+            x0[8:], caption[8:], mask[8:] = twins["latent"][pick], twins["caption"][pick], twins["mask"][pick]
+            idx = idx[:8] + [None] * 8
         t = torch.randint(1000, (16,), generator=gen)
         t = torch.where(torch.rand(16, generator=gen) < 0.1, torch.randint(900, 1000, (16,), generator=gen), t)
         drop = torch.rand(16, generator=gen) < 0.1
@@ -140,7 +177,7 @@ def main() -> None:
             term
             for lg in logits
             for b in range(16)
-            if not drop[b]
+            if not drop[b] and idx[b] is not None
             for term in attention_loss(a.mode, lg[b], items[idx[b]][2])
         ]
         att = torch.stack(terms).mean() if terms else torch.zeros(())
