@@ -87,15 +87,8 @@ def twin_set(n: int) -> dict:
             scenes += [scene, swapped_names(scene)]
         if len(scenes) == 2 * n:
             break
-    parts = [  # 128 at a time: the VAE's activations for thousands of 256 px images do not fit in memory
-        encode_probe_set(scenes[i : i + 128], ROOT / "export-v5", ROOT / "export-v5" / "vae", 120)
-        for i in range(0, len(scenes), 128)
-    ]
-    return {
-        "latent": torch.cat([e["latent"] for e in parts]),
-        "caption": torch.cat([e["true"][0] for e in parts]),
-        "mask": torch.cat([e["true"][1] for e in parts]).bool(),
-    }
+    enc = encode_probe_set(scenes, ROOT / "export-v5", ROOT / "export-v5" / "vae", 120)
+    return {"latent": enc["latent"], "caption": enc["true"][0], "mask": enc["true"][1].bool()}
 
 
 def attention_loss(mode: str, logits: torch.Tensor, grounding: list) -> list[torch.Tensor]:

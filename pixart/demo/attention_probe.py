@@ -28,6 +28,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from pixart.demo.role_probe import box_cells
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,15 +40,6 @@ def name_span(tokens: Sequence[str], name_tokens: Sequence[str]) -> list[int]:
         if n and list(tokens[i : i + n]) == list(name_tokens):
             return list(range(i, i + n))
     raise ValueError(f"the name tokens {list(name_tokens)} are not in the caption tokens {list(tokens)}")
-
-
-def box_cells(box: tuple[int, int, int, int], grid: tuple[int, int], cell_px: int) -> Tensor:
-    """(h*w,) bool: the DiT token cells of a (x0, y0, x1, y1) pixel box (x1, y1 exclusive), row by row."""
-    h, w = grid
-    x0, y0, x1, y1 = box
-    cells = torch.zeros(h, w, dtype=torch.bool)
-    cells[max(y0, 0) // cell_px : -(-y1 // cell_px), max(x0, 0) // cell_px : -(-x1 // cell_px)] = True
-    return cells.flatten()
 
 
 @contextlib.contextmanager

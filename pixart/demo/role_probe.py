@@ -41,7 +41,18 @@ import torch
 logger = logging.getLogger(__name__)
 
 TIMESTEPS = (500, 700, 900)
+IMAGE_CHUNK = 128  # scenes through the VAE at a time
 WORLD_SEED = 1000  # the demo's datasets use seeds 0-14, the eval its own prompt seed
+
+
+def box_cells(box: tuple[int, int, int, int], grid: tuple[int, int], cell_px: int) -> torch.Tensor:
+    """(h*w,) bool: the cells of an (h, w) grid of `cell_px`-pixel cells that a (x0, y0, x1, y1) pixel box touches
+    (x1, y1 exclusive), row by row."""
+    h, w = grid
+    x0, y0, x1, y1 = box
+    cells = torch.zeros(h, w, dtype=torch.bool)
+    cells[max(y0, 0) // cell_px : -(-y1 // cell_px), max(x0, 0) // cell_px : -(-x1 // cell_px)] = True
+    return cells.flatten()
 
 
 def renamed(scene, other):
@@ -93,19 +104,23 @@ def encode_probe_set(scenes: list, text_encoder: str | Path, vae: str | Path, ma
     from pixart.data.transforms import to_tensor
 
     encoders = T5AndVAE(text_encoder, vae, max_tokens=max_tokens)
-    pixels = torch.stack([to_tensor(render_scene(s)) for s in scenes])  # (B, 3, H, W) in [-1, 1]
-    mean, _ = encoders.encode_images(pixels)  # (B, C, h, w)
+    means = []
+    for start in range(0, len(scenes), IMAGE_CHUNK):  # in chunks: the VAE's activations for thousands do not fit
+        pixels = torch.stack([to_tensor(render_scene(s)) for s in scenes[start : start + IMAGE_CHUNK]])  # (b,3,H,W)
+        means.append(encoders.encode_images(pixels)[0])  # (b, C, h, w)
+    mean = torch.cat(means)  # (B, C, h, w)
     v = encoders.identity["vae"]
     latent = (mean.float() - v["shift_factor"]) * v["scaling_factor"]
     true = [short_caption(s) for s in scenes]
     swapped = [short_caption(swapped_names(s)) for s in scenes]
     renames = [short_caption(renamed(s, other_pair(scenes, i))) for i, s in enumerate(scenes)]
-    f = pixels.shape[-1] // latent.shape[-1]  # the VAE's downsampling
-    region = torch.zeros(len(scenes), 1, *latent.shape[-2:])  # (B, 1, h, w): 1 on the objects' boxes
+    grid = tuple(latent.shape[-2:])
+    f = scenes[0].height // grid[0]  # the VAE's downsampling
+    region = torch.zeros(len(scenes), 1, *grid)  # (B, 1, h, w): 1 on the objects' boxes
     for i, s in enumerate(scenes):
         for o in s.objects:
-            x0, y0, x1, y1 = o.box
-            region[i, :, max(y0, 0) // f : -(-y1 // f), max(x0, 0) // f : -(-x1 // f)] = 1
+            region[i, 0] += box_cells(o.box, grid, f).reshape(grid).float()
+    region = region.clamp(max=1)
     out = {"latent": latent, "region": region}
     for key, texts in (("true", true), ("swapped", swapped), ("renamed", renames)):
         features, mask = encoders.encode_text(texts)  # (B, L, D), (B, L)
