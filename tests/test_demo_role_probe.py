@@ -137,3 +137,24 @@ def test_the_command_on_a_saved_run_writes_one_row_per_timestep(tmp_path):
     assert [int(r["t"]) for r in rows] == [500, 900]
     assert all(r["weights"] == str(run / "final.safetensors") for r in rows)
     assert all(abs(float(r["role_gain_pct"])) < 1e6 and float(r["mse_true"]) > 0 for r in rows)
+
+
+def test_scenes_resized_for_a_128_px_stage_keep_their_boxes(tmp_path, capsys):
+    """--side 128: half the latent grid, and the boxes' cells are the 256 px grid's max-pooled by 2 (a 16 px cell
+    is touched when either of its 8 px halves is); the captions do not change. A side that no bucket has is
+    refused."""
+    from test_train import save_text_encoder_and_vae
+
+    from pixart.demo.role_probe import encode_probe_set
+
+    t5, vae = save_text_encoder_and_vae(tmp_path / "encoders", width=16)
+    scenes = role_scenes(2)
+    full = encode_probe_set(scenes, t5, vae, 20)
+    half = encode_probe_set(scenes, t5, vae, 20, side=128)
+    assert full["latent"].shape[-1] == 2 * half["latent"].shape[-1]
+    assert torch.equal(half["region"], torch.nn.functional.max_pool2d(full["region"], 2))
+    assert 0 < half["region"].mean() < 1
+    assert torch.equal(half["swapped"][0], full["swapped"][0])
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--side", "100"])
+    assert "--side 100" in capsys.readouterr().err

@@ -103,9 +103,11 @@ def own_and_other(maps: Sequence[Tensor], spans: Sequence[Sequence[list[int]]], 
 
 
 @torch.no_grad()
-def name_attention(weights: str | Path, n: int = 32, t: int = 700, seed: int | None = None) -> list[dict]:
+def name_attention(
+    weights: str | Path, n: int = 32, t: int = 700, seed: int | None = None, side: int | None = None
+) -> list[dict]:
     """Rows {"block", "head", "own", "other", "bind", "name_gap", "box_dependence"} (`name_logit_gaps`) for one
-    weights file, on n role-probe scenes at timestep t."""
+    weights file, on n role-probe scenes at timestep t (resized to side px, as the role probe's --side)."""
     from pixart.checkpoint import load_transformer
     from pixart.data.emoji_captions import short_caption
     from pixart.demo.role_probe import WORLD_SEED, encode_probe_set, role_scenes, run_encoders, weights_of
@@ -116,7 +118,7 @@ def name_attention(weights: str | Path, n: int = 32, t: int = 700, seed: int | N
     model = load_transformer(path, dtype=torch.float32).eval()
     text_encoder, vae = run_encoders(run)
     scenes = role_scenes(n, WORLD_SEED if seed is None else seed)
-    probe = encode_probe_set(scenes, text_encoder, vae, model.cfg.max_tokens)
+    probe = encode_probe_set(scenes, text_encoder, vae, model.cfg.max_tokens, side=side)
     tokenizer = load_tokenizer(resolve_text_folders(text_encoder)[0])
     x0 = probe["latent"]  # (B, C, h, w)
     grid = (x0.shape[-2] // model.cfg.patch_size, x0.shape[-1] // model.cfg.patch_size)
@@ -156,15 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", help="a DiT weights file of a `pixart train` run (its config.json names the T5)")
     parser.add_argument("-n", type=int, default=32, help="scenes (default 32)")
     parser.add_argument("-t", type=int, default=700, help="timestep (default 700)")
+    parser.add_argument("--side", type=int, help="resize the 256 px scenes to SIDE px (128 for a 128 px stage)")
     parser.add_argument("--csv", help="write the rows to this CSV file")
     args = parser.parse_args(argv)
     if args.n < 2:
         parser.error(f"-n {args.n}: give at least 2 scenes")
     if not 0 <= args.t < 1000:
         parser.error(f"-t {args.t}: the timestep must be in [0, 1000)")
+    if args.side is not None and not (32 <= args.side <= 1024 and args.side % 32 == 0):
+        parser.error(f"--side {args.side}: give a multiple of 32 from 32 to 1024")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        rows = name_attention(args.weights, args.n, args.t)
+        rows = name_attention(args.weights, args.n, args.t, side=args.side)
     except (FileNotFoundError, KeyError, ValueError) as e:
         parser.exit(2, f"error: {e}\n")
     heads = max(r["head"] for r in rows) + 1

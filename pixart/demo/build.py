@@ -23,7 +23,9 @@ read through a fifth T5 (`text_encoder-v5`). The pair stages add a world of exac
 worlds at 256 px with the centred one in every batch). `draw-snap` goes on from draw-hires on the one- and
 two-object worlds redrawn with each emoji at one fixed place in its cell (`data-*-256-snap`); `draw-canon` adds the
 two- and three-object worlds with their emoji in fixed cells (`data-*-256-canon`), `draw-pairs` more two-object
-scenes: the package's model. `bind-canon` reads draw-pairs' worlds through the fifth T5. The stage tables are in
+scenes (the v11 package). `bind-canon` reads draw-pairs' worlds through the fifth T5; `scratch-canon` trains the
+same worlds, resized to 128 px, from scratch through the fifth T5: the package's model (v12), which binds each name to
+its place; `scratch-hires` takes it to 256 px. The stage tables are in
 `pixart.demo.recipe`; the data, text encoder, VAE and cache stages in `pixart.demo.stages`; this module runs them,
 trains the DiT stages and packages.
 
@@ -227,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--package-from",
-        default="draw-pairs",
+        default="scratch-canon",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (draw-pairs: the v11 package; draw-snap: "
+        help="the DiT stage whose final.safetensors the package stage ships (scratch-canon: the v12 package; "
+        "draw-pairs: v11, sessions 33-35; draw-snap: "
         "v10, sessions 29-32; draw-hires: "
         "v9, sessions 25-28; pair-kv: v8, session 24; draw-kv: v7, session 23; retext-kv: v6, sessions 21-22; "
         "kv: v5, sessions 17-20); for a stage still running, the snapshot --export-latest wrote (the model card "

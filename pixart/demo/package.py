@@ -25,19 +25,21 @@ EXPORTS = {
     "deep": "export-v2",
     "layout": "export-v4",
     "bind": "export-v5",
+    "scratch": "export-v5",
 }
 
 
 def export_for(stage: str) -> str:
     """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext, draw, pair and
     deep stages read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
-    (export-v5/), every other stage the first (export/)."""
+    (export-v5/), as does scratch-canon; every other stage the first (export/)."""
     return EXPORTS.get(stage.partition("-")[0], "export")
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "draw-pairs") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "scratch-canon") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (draw-pairs: the v11 package)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (scratch-canon: the v12 package; draw-pairs:
+    v11)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
@@ -126,6 +128,15 @@ STAGE_NOTE = {
     f"worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per arrangement "
     f"(draw-snap, draw-canon, draw-pairs), then 4,000 more on the same worlds read through the fifth text encoder, "
     f"whose names also say which object is the first and which is large.\n",
+    "scratch-canon": "A small PixArt-Sigma trained from scratch at 128 px on the one-, two- and three-object emoji "
+    "worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per arrangement, read "
+    "from its first step through the fifth text encoder, whose names also say which object is the first and which "
+    "is large, so that it binds each name to its place: 11,500 steps of 16 (the v12 package). It has no 256 px stage "
+    "and no KV compression yet, so it draws at 128 px.\n",
+    "scratch-hires": "A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, on the one-, two- and "
+    "three-object emoji worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per "
+    "arrangement, read from its first step through the fifth text encoder, whose names also say which object is the "
+    "first and which is large.\n",
     "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "
     f"with two or three emoji in one fixed set of cells per arrangement: 'A next to B' side by side in the middle "

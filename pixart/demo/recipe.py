@@ -81,6 +81,13 @@ STAGES = (
     "cache-multi-256-canon-v5",
     "cache-pair2-256-canon-v5",
     "bind-canon",
+    "cache-lesson-128-snap-v5",
+    "cache-centre-128-v5",
+    "cache-pair-128-canon-v5",
+    "cache-multi-128-canon-v5",
+    "cache-pair2-128-canon-v5",
+    "scratch-canon",
+    "scratch-hires",
     "package",
 )
 DIT_STAGES = (
@@ -96,6 +103,8 @@ DIT_STAGES = (
     "draw-canon",
     "draw-pairs",
     "bind-canon",
+    "scratch-canon",  # from scratch: no PREVIOUS
+    "scratch-hires",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -111,7 +120,8 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "deep-hires": ("grow", "final"), "draw-focus": ("draw-hires", "final"),
             "draw-mid": ("draw-hires", "final"), "draw-cool": ("draw-hires", "final"),
             "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final"),
-            "draw-pairs": ("draw-canon", "final"), "bind-canon": ("draw-pairs", "final")}  # fmt: skip
+            "draw-pairs": ("draw-canon", "final"), "bind-canon": ("draw-pairs", "final"),
+            "scratch-hires": ("scratch-canon", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -122,7 +132,8 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "deep-hires": "cache-lesson-256-v2", "draw-focus": "cache-lesson-256-v2",
          "draw-mid": "cache-lesson-256-v2", "draw-cool": "cache-lesson-256-v2",
          "draw-snap": "cache-lesson-256-snap-v2", "draw-canon": "cache-lesson-256-snap-v2",
-         "draw-pairs": "cache-pair2-256-canon-v2", "bind-canon": "cache-pair2-256-canon-v5"}  # fmt: skip
+         "draw-pairs": "cache-pair2-256-canon-v2", "bind-canon": "cache-pair2-256-canon-v5",
+         "scratch-canon": "cache-pair2-128-canon-v5", "scratch-hires": "cache-pair2-256-canon-v5"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -149,6 +160,9 @@ MIX = {
 }
 # bind-canon: draw-pairs' worlds and shares, read through the fifth T5 (names that know their role and size).
 MIX["bind-canon"] = tuple((cache.replace("-v2", "-v5"), times) for cache, times in MIX["draw-pairs"])
+# scratch-canon: bind-canon's worlds and shares at 128 px, from scratch.
+MIX["scratch-canon"] = tuple((cache.replace("-256", "-128"), times) for cache, times in MIX["bind-canon"])
+MIX["scratch-hires"] = MIX["bind-canon"]  # and at 256 px, from scratch-canon
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
 GROW_FROM = ("draw-hires", "final")

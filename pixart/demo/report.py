@@ -70,6 +70,8 @@ RUNS = (
     Run("draw-canon", "stage 12: stage 11 on, two or three emoji in one set of cells each", stage="draw-canon"),
     Run("draw-pairs", "stage 13: stage 12 on, 4,000 more two-emoji scenes", stage="draw-pairs"),
     Run("bind-canon", "stage 14: stage 13 read through the fifth T5 (names know their role)", stage="bind-canon"),
+    Run("scratch-canon", "stage 15: from scratch, fifth T5, stage 14's worlds at 128 px", stage="scratch-canon"),
+    Run("scratch-hires", "stage 15b: stage 15 at 256 px", stage="scratch-hires"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),

@@ -96,17 +96,26 @@ def role_scenes(n: int, seed: int = WORLD_SEED, side: int = 256) -> list:
 
 
 @torch.no_grad()
-def encode_probe_set(scenes: list, text_encoder: str | Path, vae: str | Path, max_tokens: int) -> dict:
-    """Latents (the VAE's mean, scaled as in a cache) and the four caption sets' T5 features of `scenes`."""
+def encode_probe_set(
+    scenes: list, text_encoder: str | Path, vae: str | Path, max_tokens: int, side: int | None = None
+) -> dict:
+    """Latents (the VAE's mean, scaled as in a cache) and the four caption sets' T5 features of `scenes`.
+
+    side: resize the renders to side x side first, as `pixart prepare` resizes them for a smaller bucket (the 128 px
+    stages train on the 256 px canonical worlds resized); the boxes stay in the scenes' own pixels, and the latent
+    cells they cover follow from the ratio of the scene's size to the latent grid."""
     from pixart.data.cache import T5AndVAE
     from pixart.data.emoji import render_scene
     from pixart.data.emoji_captions import short_caption
-    from pixart.data.transforms import to_tensor
+    from pixart.data.transforms import resize_cover_crop, to_tensor
 
     encoders = T5AndVAE(text_encoder, vae, max_tokens=max_tokens)
     means = []
     for start in range(0, len(scenes), IMAGE_CHUNK):  # in chunks: the VAE's activations for thousands do not fit
-        pixels = torch.stack([to_tensor(render_scene(s)) for s in scenes[start : start + IMAGE_CHUNK]])  # (b,3,H,W)
+        images = [render_scene(s) for s in scenes[start : start + IMAGE_CHUNK]]
+        if side is not None:
+            images = [resize_cover_crop(im, (side, side)) for im in images]
+        pixels = torch.stack([to_tensor(im) for im in images])  # (b, 3, H, W)
         means.append(encoders.encode_images(pixels)[0])  # (b, C, h, w)
     mean = torch.cat(means)  # (B, C, h, w)
     v = encoders.identity["vae"]
@@ -197,7 +206,12 @@ def run_encoders(run: Path) -> tuple[str, str]:
 
 
 def probe_paths(
-    paths: list[str], n: int = 128, timesteps=TIMESTEPS, seed: int = WORLD_SEED, ema: bool = False
+    paths: list[str],
+    n: int = 128,
+    timesteps=TIMESTEPS,
+    seed: int = WORLD_SEED,
+    ema: bool = False,
+    side: int | None = None,
 ) -> list[dict]:
     """Rows {"weights", "t", mse_true/swapped/rolled, role_gain_pct, caption_gain_pct} for every weights file."""
     from pixart.checkpoint import load_transformer
@@ -210,7 +224,7 @@ def probe_paths(
             model = load_transformer(weights, dtype=torch.float32).eval()
             key = (*run_encoders(run), model.cfg.max_tokens)
             if key not in probes:
-                probes[key] = encode_probe_set(scenes, *key)
+                probes[key] = encode_probe_set(scenes, *key, side=side)
             for row in role_gain(model, probes[key], timesteps, model.cfg.prediction):
                 logger.info(
                     "%s t=%d: role gain %+.2f%%, names gain %+.2f%%, caption gain %+.2f%%, role share %.2f",
@@ -236,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ema", action="store_true", help="a run folder's checkpoints: their EMA weights, not the raw"
     )
+    parser.add_argument(
+        "--side", type=int, help="resize the 256 px scenes to SIDE px first (128 for a 128 px stage; default: 256)"
+    )
     parser.add_argument("--csv", help="append the rows to this CSV file")
     args = parser.parse_args(argv)
     from pixart.demo.probe import parse_timesteps
@@ -246,9 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     if args.n < 2:
         parser.error(f"-n {args.n}: the probe needs at least 2 scenes (it rolls captions between them)")
+    if args.side is not None and not (32 <= args.side <= 1024 and args.side % 32 == 0):
+        parser.error(f"--side {args.side}: give a multiple of 32 from 32 to 1024")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        rows = probe_paths(args.paths, args.n, timesteps, args.seed, args.ema)
+        rows = probe_paths(args.paths, args.n, timesteps, args.seed, args.ema, args.side)
     except (FileNotFoundError, KeyError, ValueError) as e:
         parser.exit(2, f"error: {e}\n")
     if args.csv:

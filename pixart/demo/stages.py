@@ -166,12 +166,15 @@ def stage_cache(
     workers: int = 2,
     name: str | None = None,
     version: str = "",
+    out: str | None = None,
 ) -> None:
     """`pixart prepare`'s cache of data-RES (T5 features, VAE latent mean/std); each DiT stage needs only its own.
 
     device / batch_size / workers: where the encoders run, images per encoder call, image-decoding threads.
     name: data-NAME -> cache-NAME instead of data-RES -> cache-RES (the lesson's world, at 128 px).
     version: "-v2": the second text encoder's features (export-v2/), written to cache-NAME-v2.
+    out: cache-OUT{version} instead of cache-NAME{version}, for a world cached at another resolution than it was
+        drawn at (the 256 px canonical worlds resized to 128 px for the scratch stage).
     """
     from pixart.data.buckets import bins_for
     from pixart.data.cache import T5AndVAE, prepare_cache
@@ -182,7 +185,7 @@ def stage_cache(
     name = name or str(res)
     summary = prepare_cache(
         root / f"data-{name}",
-        root / f"cache-{name}{version}",
+        root / f"cache-{out or name}{version}",
         encoders,
         bins=bins_for(res),
         max_tokens=120,
@@ -190,7 +193,7 @@ def stage_cache(
         batch_size=batch_size,
         workers=workers,
     )
-    logger.info("cache-%s%s on %s: %s", name, version, device, summary)
+    logger.info("cache-%s%s on %s: %s", out or name, version, device, summary)
 
 
 def stage_grow(root: Path) -> None:
@@ -251,6 +254,15 @@ def preparation_steps(root: Path, smoke: bool) -> dict[str, Callable[[], None]]:
         "cache-pair2-256-canon-v2": lambda: stage_cache(root, smoke, 256, name="pair2-256-canon", version="-v2"),
         **{
             f"cache-{world}-v5": (lambda world=world: stage_cache(root, smoke, 256, name=world, version="-v5"))
+            for world in ("lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon", "pair2-256-canon")
+        },
+        # The same five worlds at 128 px (resized from their 256 px renders), for scratch-canon.
+        **{
+            f"cache-{world.replace('-256', '-128')}-v5": (
+                lambda world=world: stage_cache(
+                    root, smoke, 128, name=world, version="-v5", out=world.replace("-256", "-128")
+                )
+            )
             for world in ("lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon", "pair2-256-canon")
         },
         "grow": lambda: stage_grow(root),
