@@ -165,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"-n {args.n}: give at least 2 scenes")
     if not 0 <= args.t < 1000:
         parser.error(f"-t {args.t}: the timestep must be in [0, 1000)")
-    if args.side is not None and not (32 <= args.side <= 1024 and args.side % 32 == 0):
-        parser.error(f"--side {args.side}: give a multiple of 32 from 32 to 1024")
+    from pixart.demo.role_probe import side_error
+
+    if side_error(args.side):
+        parser.error(side_error(args.side))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         rows = name_attention(args.weights, args.n, args.t, side=args.side)

@@ -139,6 +139,13 @@ def encode_probe_set(
     return out
 
 
+def side_error(side: int | None) -> str | None:
+    """The CLIs' message for a --side no probe can use (None when it is fine)."""
+    if side is None or (32 <= side <= 1024 and side % 32 == 0):
+        return None
+    return f"--side {side}: give a multiple of 32 from 32 to 1024"
+
+
 def _gain(other: float, true: float) -> float:
     """(other - true) / true in %; NaN for a model exact on the true caption (no gain to measure)."""
     return 100 * (other - true) / true if true > 0 else float("nan")
@@ -263,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     if args.n < 2:
         parser.error(f"-n {args.n}: the probe needs at least 2 scenes (it rolls captions between them)")
-    if args.side is not None and not (32 <= args.side <= 1024 and args.side % 32 == 0):
-        parser.error(f"--side {args.side}: give a multiple of 32 from 32 to 1024")
+    if side_error(args.side):
+        parser.error(side_error(args.side))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         rows = probe_paths(args.paths, args.n, timesteps, args.seed, args.ema, args.side)
