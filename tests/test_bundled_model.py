@@ -39,7 +39,7 @@ def test_two_step_generation_with_no_model_flag(tmp_path, flags):
         w, h = image.size
         assert w > h and w % 16 == 0 and h % 16 == 0
         # the bin of the model's own table whose key (its nominal h/w, as in the reference's ASPECT_RATIO tables)
-        # is closest to 9/16: at 128 px '0.57', 160 x 96, whose own shape is 5:3
+        # is closest to 9/16: at 256 px '0.57', 336 x 192 (7:4); at 128 px 160 x 96 (5:3)
         from pixart.data.buckets import bins_for
 
         table = bins_for(native_size())

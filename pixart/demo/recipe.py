@@ -88,6 +88,7 @@ STAGES = (
     "cache-pair2-128-canon-v5",
     "scratch-canon",
     "scratch-hires",
+    "scratch-kv",
     "package",
 )
 DIT_STAGES = (
@@ -105,6 +106,7 @@ DIT_STAGES = (
     "bind-canon",
     "scratch-canon",  # from scratch: no PREVIOUS
     "scratch-hires",
+    "scratch-kv",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -121,7 +123,7 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "draw-mid": ("draw-hires", "final"), "draw-cool": ("draw-hires", "final"),
             "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final"),
             "draw-pairs": ("draw-canon", "final"), "bind-canon": ("draw-pairs", "final"),
-            "scratch-hires": ("scratch-canon", "final")}  # fmt: skip
+            "scratch-hires": ("scratch-canon", "final"), "scratch-kv": ("scratch-hires", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -133,7 +135,8 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "draw-mid": "cache-lesson-256-v2", "draw-cool": "cache-lesson-256-v2",
          "draw-snap": "cache-lesson-256-snap-v2", "draw-canon": "cache-lesson-256-snap-v2",
          "draw-pairs": "cache-pair2-256-canon-v2", "bind-canon": "cache-pair2-256-canon-v5",
-         "scratch-canon": "cache-pair2-128-canon-v5", "scratch-hires": "cache-pair2-256-canon-v5"}  # fmt: skip
+         "scratch-canon": "cache-pair2-128-canon-v5", "scratch-hires": "cache-pair2-256-canon-v5",
+         "scratch-kv": "cache-pair2-256-canon-v5"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -163,6 +166,7 @@ MIX["bind-canon"] = tuple((cache.replace("-v2", "-v5"), times) for cache, times 
 # scratch-canon: bind-canon's worlds and shares at 128 px, from scratch.
 MIX["scratch-canon"] = tuple((cache.replace("-256", "-128"), times) for cache, times in MIX["bind-canon"])
 MIX["scratch-hires"] = MIX["bind-canon"]  # and at 256 px, from scratch-canon
+MIX["scratch-kv"] = MIX["bind-canon"]  # and with KV compression on blocks 4-7, from scratch-hires
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
 GROW_FROM = ("draw-hires", "final")

@@ -72,6 +72,7 @@ RUNS = (
     Run("bind-canon", "stage 14: stage 13 read through the fifth T5 (names know their role)", stage="bind-canon"),
     Run("scratch-canon", "stage 15: from scratch, fifth T5, stage 14's worlds at 128 px", stage="scratch-canon"),
     Run("scratch-hires", "stage 15b: stage 15 at 256 px", stage="scratch-hires"),
+    Run("scratch-kv", "stage 15c: stage 15b with KV compression on blocks 4-7", stage="scratch-kv"),
     Run("package", "package, dpm-solver++ 20 steps (default)"),
     Run("package-dpm10", "package, dpm-solver++ 10 steps", ("--steps", "10")),
     Run("package-sa", "package, sa-solver 25 steps", ("--sampler", "sa-solver")),
