@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"-t {args.t}: the timestep must be in [0, 1000)")
     from pixart.demo.role_probe import side_error
 
-    if side_error(args.side):
-        parser.error(side_error(args.side))
+    if error := side_error(args.side):
+        parser.error(error)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         rows = name_attention(args.weights, args.n, args.t, side=args.side)

@@ -116,6 +116,12 @@ _PAIR_LIMITS = (
     "The text encoder does not say which of two names is the upper or left one, so a pair comes out either way "
     "round, and each of two emoji is drawn worse than a lone one"
 )
+# What the scratch stages train on, as their notes say it.
+_SCRATCH_WORLDS = (
+    "on the one-, two- and three-object emoji worlds with each emoji at one fixed place and a pair or group in one "
+    "fixed set of cells per arrangement, read from its first step through the fifth text encoder, whose names also "
+    "say which object is the first and which is large"
+)
 STAGE_NOTE = {
     "draw-pairs": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 4,000 more "
@@ -128,20 +134,14 @@ STAGE_NOTE = {
     f"worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per arrangement "
     f"(draw-snap, draw-canon, draw-pairs), then 4,000 more on the same worlds read through the fifth text encoder, "
     f"whose names also say which object is the first and which is large.\n",
-    "scratch-canon": "A small PixArt-Sigma trained from scratch at 128 px on the one-, two- and three-object emoji "
-    "worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per arrangement, read "
-    "from its first step through the fifth text encoder, whose names also say which object is the first and which "
-    "is large, so that it binds each name to its place: 11,500 steps of 16 (the v12 package). It has no 256 px stage "
-    "and no KV compression yet, so it draws at 128 px.\n",
-    "scratch-hires": "A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, on the one-, two- and "
-    "three-object emoji worlds with each emoji at one fixed place and a pair or group in one fixed set of cells per "
-    "arrangement, read from its first step through the fifth text encoder, whose names also say which object is the "
-    "first and which is large, so that it binds each name to its place: 11,500 steps of 16 at 128 px, then 2,800 at "
-    "256 px with the positional embeddings rescaled (the v13 package). It has no KV compression.\n",
-    "scratch-kv": "A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, then with KV compression on "
-    "its deeper half (blocks 4-7), on the one-, two- and three-object emoji worlds with each emoji at one fixed place "
-    "and a pair or group in one fixed set of cells per arrangement, read from its first step through the fifth text "
-    "encoder, whose names also say which object is the first and which is large.\n",
+    "scratch-canon": f"A small PixArt-Sigma trained from scratch at 128 px {_SCRATCH_WORLDS}, so that it binds each "
+    f"name to its place: 11,500 steps of 16 (the v12 package). It has no 256 px stage and no KV compression yet, so "
+    f"it draws at 128 px.\n",
+    "scratch-hires": f"A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, {_SCRATCH_WORLDS}, so "
+    f"that it binds each name to its place: 11,500 steps of 16 at 128 px, then 2,800 at 256 px with the positional "
+    f"embeddings rescaled (the v13 package). It has no KV compression.\n",
+    "scratch-kv": f"A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, then with KV compression on "
+    f"its deeper half (blocks 4-7), {_SCRATCH_WORLDS}.\n",
     "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "
     f"with two or three emoji in one fixed set of cells per arrangement: 'A next to B' side by side in the middle "

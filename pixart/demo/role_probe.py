@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     if args.n < 2:
         parser.error(f"-n {args.n}: the probe needs at least 2 scenes (it rolls captions between them)")
-    if side_error(args.side):
-        parser.error(side_error(args.side))
+    if error := side_error(args.side):
+        parser.error(error)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         rows = probe_paths(args.paths, args.n, timesteps, args.seed, args.ema, args.side)

@@ -209,6 +209,10 @@ def stage_grow(root: Path) -> None:
     save_transformer(grow(model, list(GROW_AFTER)), root / "dit-grow" / "final.safetensors")
 
 
+# The five 256 px worlds of the bind and scratch stages (snapped singles, centred, canonical pairs and groups).
+CANON_WORLDS = ("lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon", "pair2-256-canon")
+
+
 def preparation_steps(root: Path, smoke: bool) -> dict[str, Callable[[], None]]:
     """Every stage before the DiT stages (and "grow"), by its name in `recipe.STAGES`, bound to ROOT."""
     return {
@@ -254,7 +258,7 @@ def preparation_steps(root: Path, smoke: bool) -> dict[str, Callable[[], None]]:
         "cache-pair2-256-canon-v2": lambda: stage_cache(root, smoke, 256, name="pair2-256-canon", version="-v2"),
         **{
             f"cache-{world}-v5": (lambda world=world: stage_cache(root, smoke, 256, name=world, version="-v5"))
-            for world in ("lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon", "pair2-256-canon")
+            for world in CANON_WORLDS
         },
         # The same five worlds at 128 px (resized from their 256 px renders), for scratch-canon.
         **{
@@ -263,7 +267,7 @@ def preparation_steps(root: Path, smoke: bool) -> dict[str, Callable[[], None]]:
                     root, smoke, 128, name=world, version="-v5", out=world.replace("-256", "-128")
                 )
             )
-            for world in ("lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon", "pair2-256-canon")
+            for world in CANON_WORLDS
         },
         "grow": lambda: stage_grow(root),
     }
