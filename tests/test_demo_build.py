@@ -95,12 +95,34 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
         assert [Path(c).name for c in caches] == [f"cache-{w}-{v}" for w in worlds]
         assert cfg["data"]["mix_repeats"] == [2, 1, 1, 1] and cfg["data"]["text_encoder"].endswith(f"export-{v}")
         assert all((root / f"cache-{w}-{v}").is_dir() for w in worlds)
+    # scratch-aspect: the same five worlds drawn at the four non-square 256 px bucket sizes, beside the square ones.
+    non_square = {(320, 192), (192, 320), (288, 224), (224, 288)}
+    for world, objects in (("lesson-256-snap", {1}), ("centre-256", {1}), ("pair-256-canon", {2}),
+                           ("multi-256-canon", {3}), ("pair2-256-canon", {2})):  # fmt: skip
+        square = json.loads((root / f"data-{world}" / "dataset.json").read_text())
+        settings = json.loads((root / f"data-{world}-aspect" / "dataset.json").read_text())
+        assert {k: v for k, v in settings.items() if k not in ("seed", "sizes")} == {
+            k: v for k, v in square.items() if k not in ("seed", "sizes")
+        }, world  # the square world's settings, at other sizes and from another seed
+        assert settings["seed"] != square["seed"] and {tuple(s) for s in settings["sizes"]} == non_square
+        scenes = [json.loads(line) for line in (root / f"data-{world}-aspect" / "metadata.jsonl").open()]
+        assert {(r["width"], r["height"]) for r in scenes} == non_square, world
+        assert {len(r["scene"]["objects"]) for r in scenes} == objects, world
+    aspect = json.loads((root / "dit-scratch-aspect" / "config.json").read_text())
+    assert aspect["model"]["init_from"].endswith("dit-scratch-hires/final.safetensors")
+    assert [Path(c).name for c in aspect["data"]["mix"][4:]] == [
+        f"cache-{w}-aspect-v5" for w in ("pair2-256-canon", "lesson-256-snap", "centre-256", "pair-256-canon",
+                                         "multi-256-canon")
+    ]  # fmt: skip
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (
             root / "export" / "tokenizer" / name
         ).read_bytes()
     config = json.loads((package / "transformer" / "config.json").read_text())
-    assert config["kv_compress_layers"] == [4, 5, 6, 7] and config["sample_size"] == 32
+    # The package ships scratch-hires (256 px, no KV compression); scratch-kv, not shipped, has it on blocks 4-7.
+    assert not config.get("kv_compress_layers") and config["sample_size"] == 32
+    kv = json.loads((root / "dit-scratch-kv" / "config.json").read_text())
+    assert kv["model"]["kv_compress_layers"] == [4, 5, 6, 7]
     # The recipe trains v-prediction (configs/demo/base.toml); transformer and scheduler both say so.
     scheduler = json.loads((package / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == scheduler["prediction_type"] == "v_prediction"

@@ -25,7 +25,8 @@ two-object worlds redrawn with each emoji at one fixed place in its cell (`data-
 two- and three-object worlds with their emoji in fixed cells (`data-*-256-canon`), `draw-pairs` more two-object
 scenes (the v11 package). `bind-canon` reads draw-pairs' worlds through the fifth T5; `scratch-canon` trains the
 same worlds, resized to 128 px, from scratch through the fifth T5 (v12), which binds each name to its place;
-`scratch-hires` takes it to 256 px: the package's model (v13); `scratch-kv` adds KV compression on its deeper half.
+`scratch-hires` takes it to 256 px: the package's model (v13); `scratch-kv` adds KV compression on its deeper half;
+`scratch-aspect` fine-tunes it on the same worlds also drawn at the other 256 px bucket sizes (`data-*-aspect`).
 The stage tables are in
 `pixart.demo.recipe`; the data, text encoder, VAE and cache stages in `pixart.demo.stages`; this module runs them,
 trains the DiT stages and packages.

@@ -142,6 +142,10 @@ STAGE_NOTE = {
     f"embeddings rescaled (the v13 package). It has no KV compression.\n",
     "scratch-kv": f"A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, then with KV compression on "
     f"its deeper half (blocks 4-7), {_SCRATCH_WORLDS}.\n",
+    "scratch-aspect": f"A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, {_SCRATCH_WORLDS}: "
+    f"11,500 steps of 16 at 128 px and 2,800 at 256 px on square scenes, then 1,500 at 256 px with the same worlds "
+    f"also drawn at 320x192, 192x320, 288x224 and 224x288 (multi-aspect buckets), so that `--aspect` asks for "
+    f"shapes it has trained on. It has no KV compression.\n",
     "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "
     f"with two or three emoji in one fixed set of cells per arrangement: 'A next to B' side by side in the middle "

@@ -89,6 +89,17 @@ STAGES = (
     "scratch-canon",
     "scratch-hires",
     "scratch-kv",
+    "data-lesson-256-snap-aspect",
+    "data-centre-256-aspect",
+    "data-pair-256-canon-aspect",
+    "data-multi-256-canon-aspect",
+    "data-pair2-256-canon-aspect",
+    "cache-lesson-256-snap-aspect-v5",
+    "cache-centre-256-aspect-v5",
+    "cache-pair-256-canon-aspect-v5",
+    "cache-multi-256-canon-aspect-v5",
+    "cache-pair2-256-canon-aspect-v5",
+    "scratch-aspect",
     "package",
 )
 DIT_STAGES = (
@@ -107,6 +118,7 @@ DIT_STAGES = (
     "scratch-canon",  # from scratch: no PREVIOUS
     "scratch-hires",
     "scratch-kv",
+    "scratch-aspect",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -123,7 +135,8 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "draw-mid": ("draw-hires", "final"), "draw-cool": ("draw-hires", "final"),
             "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final"),
             "draw-pairs": ("draw-canon", "final"), "bind-canon": ("draw-pairs", "final"),
-            "scratch-hires": ("scratch-canon", "final"), "scratch-kv": ("scratch-hires", "final")}  # fmt: skip
+            "scratch-hires": ("scratch-canon", "final"), "scratch-kv": ("scratch-hires", "final"),
+            "scratch-aspect": ("scratch-hires", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -136,7 +149,7 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "draw-snap": "cache-lesson-256-snap-v2", "draw-canon": "cache-lesson-256-snap-v2",
          "draw-pairs": "cache-pair2-256-canon-v2", "bind-canon": "cache-pair2-256-canon-v5",
          "scratch-canon": "cache-pair2-128-canon-v5", "scratch-hires": "cache-pair2-256-canon-v5",
-         "scratch-kv": "cache-pair2-256-canon-v5"}  # fmt: skip
+         "scratch-kv": "cache-pair2-256-canon-v5", "scratch-aspect": "cache-pair2-256-canon-v5"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -167,6 +180,16 @@ MIX["bind-canon"] = tuple((cache.replace("-v2", "-v5"), times) for cache, times 
 MIX["scratch-canon"] = tuple((cache.replace("-256", "-128"), times) for cache, times in MIX["bind-canon"])
 MIX["scratch-hires"] = MIX["bind-canon"]  # and at 256 px, from scratch-canon
 MIX["scratch-kv"] = MIX["bind-canon"]  # and with KV compression on blocks 4-7, from scratch-hires
+# scratch-aspect: scratch-hires' square worlds plus the same five worlds drawn at the four other 256 px bucket sizes
+# (`*-aspect`, about half the size of the square ones, so twice as often), about 45% of each epoch not square.
+MIX["scratch-aspect"] = (
+    *MIX["bind-canon"],
+    ("cache-pair2-256-canon-aspect-v5", 2),
+    ("cache-lesson-256-snap-aspect-v5", 4),
+    ("cache-centre-256-aspect-v5", 2),
+    ("cache-pair-256-canon-aspect-v5", 2),
+    ("cache-multi-256-canon-aspect-v5", 2),
+)
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
 GROW_FROM = ("draw-hires", "final")
@@ -213,6 +236,11 @@ SCENES = {
     "data-pair-256-canon": 2000,
     "data-multi-256-canon": 2000,
     "data-pair2-256-canon": 4000,
+    "data-lesson-256-snap-aspect": 1000,
+    "data-centre-256-aspect": 500,
+    "data-pair-256-canon-aspect": 1000,
+    "data-multi-256-canon-aspect": 1000,
+    "data-pair2-256-canon-aspect": 1000,
 }
 SMOKE_SCENES = {
     "data-128": 24,
@@ -228,4 +256,9 @@ SMOKE_SCENES = {
     "data-pair-256-canon": 12,
     "data-multi-256-canon": 12,
     "data-pair2-256-canon": 12,
+    "data-lesson-256-snap-aspect": 12,
+    "data-centre-256-aspect": 12,
+    "data-pair-256-canon-aspect": 12,
+    "data-multi-256-canon-aspect": 12,
+    "data-pair2-256-canon-aspect": 12,
 }

@@ -72,6 +72,26 @@ def stage_data_canonical(root: Path, smoke: bool, world: str) -> None:
     export_dataset(root / name, counts[name], sizes=((256, 256),), snap=16, layout="canonical", **objects[world])
 
 
+def stage_data_aspect(root: Path, smoke: bool, world: str) -> None:
+    """WORLD, one of `CANON_WORLDS`, drawn as its own stage draws it but at the four other 256 px bucket sizes
+    (`SIZES_256[1:]`: 320x192, 192x320, 288x224, 224x288, in turn; seeds 20-24, apart from every other world), into
+    data-WORLD-aspect, for scratch-aspect: the square worlds' scenes in the shapes `--aspect` asks for."""
+    from pixart.data.emoji import export_dataset
+
+    counts = SMOKE_SCENES if smoke else SCENES
+    name = f"data-{world}-aspect"
+    canonical = {"snap": 16, "layout": "canonical"}
+    settings = {
+        "lesson-256-snap": {"max_objects": 1, "snap": 16},
+        "centre-256": {"max_objects": 1, "centred": True},
+        "pair-256-canon": {"min_objects": 2, "max_objects": 2, **canonical},
+        "multi-256-canon": {"min_objects": 3, **canonical},
+        "pair2-256-canon": {"min_objects": 2, "max_objects": 2, **canonical},
+    }
+    seed = 20 + CANON_WORLDS.index(world)
+    export_dataset(root / name, counts[name], seed=seed, sizes=SIZES_256[1:], **settings[world])
+
+
 def stage_data_centre(root: Path, smoke: bool, side: int = 128) -> None:
     """The identity lesson's world: one large emoji in the middle of a square 128 px scene (seed 3), so that
     only the emoji and the background change with the caption; side 256: data-centre-256, the same world at
@@ -266,6 +286,14 @@ def preparation_steps(root: Path, smoke: bool) -> dict[str, Callable[[], None]]:
                 lambda world=world: stage_cache(
                     root, smoke, 128, name=world, version="-v5", out=world.replace("-256", "-128")
                 )
+            )
+            for world in CANON_WORLDS
+        },
+        # The same five worlds drawn at the other four 256 px bucket sizes, for scratch-aspect.
+        **{f"data-{w}-aspect": (lambda w=w: stage_data_aspect(root, smoke, w)) for w in CANON_WORLDS},
+        **{
+            f"cache-{world}-aspect-v5": (
+                lambda world=world: stage_cache(root, smoke, 256, name=f"{world}-aspect", version="-v5")
             )
             for world in CANON_WORLDS
         },
