@@ -25,6 +25,19 @@ from pixart.demo.recipe import (
 
 logger = logging.getLogger(__name__)
 
+# The five 256 px worlds of the bind and scratch stages (snapped singles, centred, canonical pairs and groups), each
+# with how it is drawn besides its seed and sizes (`export_dataset`'s options): the square ones by their own stages,
+# the other shapes by `stage_data_aspect`.
+_CANONICAL = {"snap": 16, "layout": "canonical"}
+CANON_OPTIONS = {
+    "lesson-256-snap": {"max_objects": 1, "snap": 16},
+    "centre-256": {"max_objects": 1, "centred": True},
+    "pair-256-canon": {"min_objects": 2, "max_objects": 2, **_CANONICAL},
+    "multi-256-canon": {"min_objects": 3, **_CANONICAL},
+    "pair2-256-canon": {"min_objects": 2, "max_objects": 2, **_CANONICAL},
+}
+CANON_WORLDS = tuple(CANON_OPTIONS)
+
 
 def stage_data(root: Path, smoke: bool) -> None:
     from pixart.data.emoji import export_dataset
@@ -64,12 +77,8 @@ def stage_data_canonical(root: Path, smoke: bool, world: str) -> None:
 
     counts = SMOKE_SCENES if smoke else SCENES
     name = f"data-{world}-256-canon"
-    objects = {
-        "pair": {"min_objects": 2, "max_objects": 2, "seed": 12},
-        "multi": {"min_objects": 3, "seed": 13},
-        "pair2": {"min_objects": 2, "max_objects": 2, "seed": 14},
-    }
-    export_dataset(root / name, counts[name], sizes=((256, 256),), snap=16, layout="canonical", **objects[world])
+    seed = {"pair": 12, "multi": 13, "pair2": 14}[world]
+    export_dataset(root / name, counts[name], seed=seed, sizes=((256, 256),), **CANON_OPTIONS[f"{world}-256-canon"])
 
 
 def stage_data_aspect(root: Path, smoke: bool, world: str) -> None:
@@ -80,16 +89,8 @@ def stage_data_aspect(root: Path, smoke: bool, world: str) -> None:
 
     counts = SMOKE_SCENES if smoke else SCENES
     name = f"data-{world}-aspect"
-    canonical = {"snap": 16, "layout": "canonical"}
-    settings = {
-        "lesson-256-snap": {"max_objects": 1, "snap": 16},
-        "centre-256": {"max_objects": 1, "centred": True},
-        "pair-256-canon": {"min_objects": 2, "max_objects": 2, **canonical},
-        "multi-256-canon": {"min_objects": 3, **canonical},
-        "pair2-256-canon": {"min_objects": 2, "max_objects": 2, **canonical},
-    }
     seed = 20 + CANON_WORLDS.index(world)
-    export_dataset(root / name, counts[name], seed=seed, sizes=SIZES_256[1:], **settings[world])
+    export_dataset(root / name, counts[name], seed=seed, sizes=SIZES_256[1:], **CANON_OPTIONS[world])
 
 
 def stage_data_centre(root: Path, smoke: bool, side: int = 128) -> None:
@@ -227,10 +228,6 @@ def stage_grow(root: Path) -> None:
     stage, weights = GROW_FROM
     model = load_transformer(root / f"dit-{stage}" / f"{weights}.safetensors", dtype=torch.float32)
     save_transformer(grow(model, list(GROW_AFTER)), root / "dit-grow" / "final.safetensors")
-
-
-# The five 256 px worlds of the bind and scratch stages (snapped singles, centred, canonical pairs and groups).
-CANON_WORLDS = ("lesson-256-snap", "centre-256", "pair-256-canon", "multi-256-canon", "pair2-256-canon")
 
 
 def preparation_steps(root: Path, smoke: bool) -> dict[str, Callable[[], None]]:
