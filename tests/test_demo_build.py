@@ -114,6 +114,22 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
         f"cache-{w}-aspect-v5" for w in ("pair2-256-canon", "lesson-256-snap", "centre-256", "pair-256-canon",
                                          "multi-256-canon")
     ]  # fmt: skip
+    # aspect-canon / aspect-hires: the scratch line again on those square and non-square worlds from the first step,
+    # at 128 px (the non-square scenes resized to the 128 px bucket sizes) and then at 256 px.
+    canon, hires = (json.loads((root / f"dit-aspect-{s}" / "config.json").read_text()) for s in ("canon", "hires"))
+    assert not canon["model"].get("init_from") and canon["data"]["resolution"] == 128
+    assert hires["model"]["init_from"].endswith("dit-aspect-canon/final.safetensors")
+    assert (
+        hires["data"]["mix"] == aspect["data"]["mix"] and hires["data"]["mix_repeats"] == aspect["data"]["mix_repeats"]
+    )
+    assert [Path(c).name for c in canon["data"]["mix"]] == [
+        Path(c).name.replace("-256", "-128") for c in aspect["data"]["mix"]
+    ] and canon["data"]["text_encoder"].endswith("export-v5")
+    for world in ("lesson-128-snap", "pair2-128-canon"):
+        index = json.loads((root / f"cache-{world}-aspect-v5" / "index.json").read_text())
+        bins = index["settings"]["bins"]  # bucket -> [h, w]
+        sizes = {(bins[r[2]][1], bins[r[2]][0]) for shard in index["shards"] for r in shard["rows"]}
+        assert sizes == {(w // 2, h // 2) for w, h in non_square}, (world, sizes)
     for name in ("spiece.model", "tokenizer_config.json"):
         assert (root / "export-v2" / "tokenizer" / name).read_bytes() == (
             root / "export" / "tokenizer" / name

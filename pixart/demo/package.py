@@ -26,13 +26,14 @@ EXPORTS = {
     "layout": "export-v4",
     "bind": "export-v5",
     "scratch": "export-v5",
+    "aspect": "export-v5",
 }
 
 
 def export_for(stage: str) -> str:
     """The folder under ROOT with the text encoder, tokenizer and VAE a DiT stage reads: the retext, draw, pair and
     deep stages read the second T5 (export-v2/), the layout stages the fourth (export-v4/), the bind stages the fifth
-    (export-v5/), as do the scratch stages; every other stage the first (export/)."""
+    (export-v5/), as do the scratch and aspect stages; every other stage the first (export/)."""
     return EXPORTS.get(stage.partition("-")[0], "export")
 
 
@@ -146,6 +147,12 @@ STAGE_NOTE = {
     f"11,500 steps of 16 at 128 px and 2,800 at 256 px on square scenes, then 1,500 at 256 px with the same worlds "
     f"also drawn at 320x192, 192x320, 288x224 and 224x288 (multi-aspect buckets), so that `--aspect` asks for "
     f"shapes it has trained on. It has no KV compression.\n",
+    "aspect-canon": f"A small PixArt-Sigma trained from scratch at 128 px {_SCRATCH_WORLDS}, each world drawn square "
+    f"and at the four other bucket sizes (multi-aspect buckets from the first step). It has no KV compression.\n",
+    "aspect-hires": f"A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, {_SCRATCH_WORLDS}, each "
+    f"world drawn square and at 320x192, 192x320, 288x224 and 224x288 (and those sizes halved at 128 px): "
+    f"multi-aspect buckets in every stage, so that `--aspect` asks for shapes it has trained on. It has no KV "
+    f"compression.\n",
     "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "
     f"with two or three emoji in one fixed set of cells per arrangement: 'A next to B' side by side in the middle "

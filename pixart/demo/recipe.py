@@ -100,6 +100,13 @@ STAGES = (
     "cache-multi-256-canon-aspect-v5",
     "cache-pair2-256-canon-aspect-v5",
     "scratch-aspect",
+    "cache-lesson-128-snap-aspect-v5",
+    "cache-centre-128-aspect-v5",
+    "cache-pair-128-canon-aspect-v5",
+    "cache-multi-128-canon-aspect-v5",
+    "cache-pair2-128-canon-aspect-v5",
+    "aspect-canon",
+    "aspect-hires",
     "package",
 )
 DIT_STAGES = (
@@ -119,6 +126,8 @@ DIT_STAGES = (
     "scratch-hires",
     "scratch-kv",
     "scratch-aspect",
+    "aspect-canon",  # from scratch: no PREVIOUS
+    "aspect-hires",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -136,7 +145,7 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final"),
             "draw-pairs": ("draw-canon", "final"), "bind-canon": ("draw-pairs", "final"),
             "scratch-hires": ("scratch-canon", "final"), "scratch-kv": ("scratch-hires", "final"),
-            "scratch-aspect": ("scratch-hires", "final")}  # fmt: skip
+            "scratch-aspect": ("scratch-hires", "final"), "aspect-hires": ("aspect-canon", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -149,7 +158,8 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "draw-snap": "cache-lesson-256-snap-v2", "draw-canon": "cache-lesson-256-snap-v2",
          "draw-pairs": "cache-pair2-256-canon-v2", "bind-canon": "cache-pair2-256-canon-v5",
          "scratch-canon": "cache-pair2-128-canon-v5", "scratch-hires": "cache-pair2-256-canon-v5",
-         "scratch-kv": "cache-pair2-256-canon-v5", "scratch-aspect": "cache-pair2-256-canon-v5"}  # fmt: skip
+         "scratch-kv": "cache-pair2-256-canon-v5", "scratch-aspect": "cache-pair2-256-canon-v5",
+         "aspect-canon": "cache-pair2-128-canon-v5", "aspect-hires": "cache-pair2-256-canon-v5"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -190,6 +200,10 @@ MIX["scratch-aspect"] = (
     ("cache-pair-256-canon-aspect-v5", 2),
     ("cache-multi-256-canon-aspect-v5", 2),
 )
+# aspect-canon and aspect-hires: the scratch line again, from scratch, on scratch-aspect's square and non-square
+# worlds from the first step (at 128 px, then at 256 px), so that every stage trains on multi-aspect buckets.
+MIX["aspect-canon"] = tuple((cache.replace("-256", "-128"), times) for cache, times in MIX["scratch-aspect"])
+MIX["aspect-hires"] = MIX["scratch-aspect"]
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
 GROW_FROM = ("draw-hires", "final")

@@ -294,5 +294,19 @@ def preparation_steps(root: Path, smoke: bool) -> dict[str, Callable[[], None]]:
             )
             for world in CANON_WORLDS
         },
+        # And those non-square scenes at 128 px (each 256 px bucket size halves to a 128 px one), for aspect-canon.
+        **{
+            f"cache-{world.replace('-256', '-128')}-aspect-v5": (
+                lambda world=world: stage_cache(
+                    root,
+                    smoke,
+                    128,
+                    name=f"{world}-aspect",
+                    version="-v5",
+                    out=f"{world.replace('-256', '-128')}-aspect",
+                )
+            )
+            for world in CANON_WORLDS
+        },
         "grow": lambda: stage_grow(root),
     }
