@@ -27,7 +27,8 @@ scenes (the v11 package). `bind-canon` reads draw-pairs' worlds through the fift
 same worlds, resized to 128 px, from scratch through the fifth T5 (v12), which binds each name to its place;
 `scratch-hires` takes it to 256 px: the package's model (v13); `scratch-kv` adds KV compression on its deeper half;
 `scratch-aspect` fine-tunes it on the same worlds also drawn at the other 256 px bucket sizes (`data-*-aspect`).
-The stage tables are in
+`aspect-canon` and `aspect-hires` train the scratch line again on those square and non-square worlds from its first
+step, at 128 px (the non-square ones resized to the 128 px bucket sizes) and then at 256 px. The stage tables are in
 `pixart.demo.recipe`; the data, text encoder, VAE and cache stages in `pixart.demo.stages`; this module runs them,
 trains the DiT stages and packages.
 
