@@ -165,22 +165,29 @@ def weights_name(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}"
 
 
+def _timesteps(text: str) -> tuple[int, ...]:
+    try:
+        return parse_timesteps(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixart.demo.shape_probe", description=__doc__.splitlines()[0])
     parser.add_argument("weights", nargs="+", type=Path, help="transformer .safetensors files (final.safetensors)")
     parser.add_argument("--cache", action="append", required=True, help="feature cache to draw samples from (repeat)")
     parser.add_argument("-n", type=int, default=32, help="samples per bucket (default 32)")
     parser.add_argument(
-        "--timesteps", default=",".join(map(str, TIMESTEPS)), help="comma-separated t (default %(default)s)"
+        "--timesteps",
+        type=_timesteps,
+        default=",".join(map(str, TIMESTEPS)),
+        help="comma-separated t (default %(default)s)",
     )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     parser.add_argument("--picture", type=Path, help="also draw the first non-square bucket's clean estimates (PNG)")
     parser.add_argument("--vae", type=Path, help="the VAE folder that decodes --picture (the caches' VAE)")
     args = parser.parse_args(argv)
-    try:
-        timesteps = parse_timesteps(args.timesteps)
-    except ValueError as e:
-        parser.error(str(e))
+    timesteps = args.timesteps
     if args.n < 1:
         parser.error(f"-n {args.n}: must be at least 1")
     if (args.picture is None) != (args.vae is None):
