@@ -135,10 +135,13 @@ def test_smoke_build_produces_a_pipeline_folder_that_generates(tmp_path):
             root / "export" / "tokenizer" / name
         ).read_bytes()
     config = json.loads((package / "transformer" / "config.json").read_text())
-    # The package ships scratch-hires (256 px, no KV compression); scratch-kv, not shipped, has it on blocks 4-7.
+    # The package ships aspect-hires (256 px, no KV compression); the KV stages, not shipped, have it on blocks 4-7.
     assert not config.get("kv_compress_layers") and config["sample_size"] == 32
-    kv = json.loads((root / "dit-scratch-kv" / "config.json").read_text())
-    assert kv["model"]["kv_compress_layers"] == [4, 5, 6, 7]
+    for stage, previous in (("scratch-kv", "scratch-hires"), ("aspect-kv", "aspect-hires")):
+        kv = json.loads((root / f"dit-{stage}" / "config.json").read_text())
+        assert kv["model"]["kv_compress_layers"] == [4, 5, 6, 7], stage
+        assert kv["model"]["init_from"].endswith(f"dit-{previous}/final.safetensors"), stage
+    assert kv["data"]["mix"] == hires["data"]["mix"]  # aspect-kv: aspect-hires' square and non-square buckets
     # The recipe trains v-prediction (configs/demo/base.toml); transformer and scheduler both say so.
     scheduler = json.loads((package / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == scheduler["prediction_type"] == "v_prediction"

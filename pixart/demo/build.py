@@ -25,10 +25,11 @@ two-object worlds redrawn with each emoji at one fixed place in its cell (`data-
 two- and three-object worlds with their emoji in fixed cells (`data-*-256-canon`), `draw-pairs` more two-object
 scenes (the v11 package). `bind-canon` reads draw-pairs' worlds through the fifth T5; `scratch-canon` trains the
 same worlds, resized to 128 px, from scratch through the fifth T5 (v12), which binds each name to its place;
-`scratch-hires` takes it to 256 px: the package's model (v13); `scratch-kv` adds KV compression on its deeper half;
+`scratch-hires` takes it to 256 px (v13); `scratch-kv` adds KV compression on its deeper half;
 `scratch-aspect` fine-tunes it on the same worlds also drawn at the other 256 px bucket sizes (`data-*-aspect`).
 `aspect-canon` and `aspect-hires` train the scratch line again on those square and non-square worlds from its first
-step, at 128 px (the non-square ones resized to the 128 px bucket sizes) and then at 256 px. The stage tables are in
+step, at 128 px (the non-square ones resized to the 128 px bucket sizes) and then at 256 px: the package's model
+(v14); `aspect-kv` adds KV compression on its deeper half, on the same buckets. The stage tables are in
 `pixart.demo.recipe`; the data, text encoder, VAE and cache stages in `pixart.demo.stages`; this module runs them,
 trains the DiT stages and packages.
 
@@ -232,10 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--package-from",
-        default="scratch-hires",
+        default="aspect-hires",
         choices=DIT_STAGES,
-        help="the DiT stage whose final.safetensors the package stage ships (scratch-hires: the v13 package; "
-        "scratch-canon: v12, session 36; "
+        help="the DiT stage whose final.safetensors the package stage ships (aspect-hires: the v14 package; "
+        "scratch-hires: v13, sessions 37-39; scratch-canon: v12, session 36; "
         "draw-pairs: v11, sessions 33-35; draw-snap: "
         "v10, sessions 29-32; draw-hires: "
         "v9, sessions 25-28; pair-kv: v8, session 24; draw-kv: v7, session 23; retext-kv: v6, sessions 21-22; "

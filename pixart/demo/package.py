@@ -37,10 +37,10 @@ def export_for(stage: str) -> str:
     return EXPORTS.get(stage.partition("-")[0], "export")
 
 
-def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "scratch-hires") -> None:
+def stage_package(root: Path, smoke: bool, dst: Path = PACKAGE_DIR, source: str = "aspect-hires") -> None:
     """Write a diffusers-layout folder: model_index.json, transformer/ (fp16), text_encoder/, tokenizer/, vae/,
-    scheduler/. `source` picks the DiT stage whose final weights ship (scratch-hires: the v13 package; scratch-canon:
-    v12; draw-pairs: v11)."""
+    scheduler/. `source` picks the DiT stage whose final weights ship (aspect-hires: the v14 package; scratch-hires:
+    v13; scratch-canon: v12; draw-pairs: v11)."""
     import torch
 
     from pixart.checkpoint import load_transformer, write_checkpoint
@@ -151,8 +151,13 @@ STAGE_NOTE = {
     f"and at the four other bucket sizes (multi-aspect buckets from the first step). It has no KV compression.\n",
     "aspect-hires": f"A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, {_SCRATCH_WORLDS}, each "
     f"world drawn square and at 320x192, 192x320, 288x224 and 224x288 (and those sizes halved at 128 px): "
-    f"multi-aspect buckets in every stage, so that `--aspect` asks for shapes it has trained on. It has no KV "
+    f"multi-aspect buckets in every stage, so that `--aspect` asks for shapes it has trained on. 11,500 steps of 16 "
+    f"at 128 px, then 4,800 at 256 px with the positional embeddings rescaled (the v14 package). It has no KV "
     f"compression.\n",
+    "aspect-kv": f"A small PixArt-Sigma trained from scratch at 128 px, then at 256 px, then with KV compression on "
+    f"its deeper half (blocks 4-7), {_SCRATCH_WORLDS}, each world drawn square and at 320x192, 192x320, 288x224 and "
+    f"224x288 (and those sizes halved at 128 px): multi-aspect buckets in every stage, so that `--aspect` asks for "
+    f"shapes it has trained on.\n",
     "draw-canon": f"{_PAIR_STAGES} on the same three worlds, then 2,000 steps on the one- and two-object worlds "
     f"redrawn with each emoji at one fixed place in its cell (its corner on the 16 px token grid), then 2,000 more "
     f"with two or three emoji in one fixed set of cells per arrangement: 'A next to B' side by side in the middle "

@@ -107,6 +107,7 @@ STAGES = (
     "cache-pair2-128-canon-aspect-v5",
     "aspect-canon",
     "aspect-hires",
+    "aspect-kv",
     "package",
 )
 DIT_STAGES = (
@@ -128,6 +129,7 @@ DIT_STAGES = (
     "scratch-aspect",
     "aspect-canon",  # from scratch: no PREVIOUS
     "aspect-hires",
+    "aspect-kv",
 )
 # Each DiT stage after the first starts from the weights its predecessor left: the EMA ("final"), except the lesson,
 # which starts from the base's raw weights as its experiment did (the EMA lags the high-noise training behind it).
@@ -145,7 +147,8 @@ PREVIOUS = {"lesson": ("base", "final-raw"), "full": ("lesson", "final"), "hires
             "draw-snap": ("draw-hires", "final"), "draw-canon": ("draw-snap", "final"),
             "draw-pairs": ("draw-canon", "final"), "bind-canon": ("draw-pairs", "final"),
             "scratch-hires": ("scratch-canon", "final"), "scratch-kv": ("scratch-hires", "final"),
-            "scratch-aspect": ("scratch-hires", "final"), "aspect-hires": ("aspect-canon", "final")}  # fmt: skip
+            "scratch-aspect": ("scratch-hires", "final"), "aspect-hires": ("aspect-canon", "final"),
+            "aspect-kv": ("aspect-hires", "final")}  # fmt: skip
 CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hires": "cache-256", "kv": "cache-256",
          "retext-centre": "cache-centre-v2", "retext-lesson": "cache-lesson-v2", "retext-full": "cache-128-v2",
          "retext-mix": "cache-128-v2", "retext-kv": "cache-256-v2", "layout-mix": "cache-128-v4",
@@ -159,7 +162,8 @@ CACHE = {"base": "cache-128", "lesson": "cache-lesson", "full": "cache-128", "hi
          "draw-pairs": "cache-pair2-256-canon-v2", "bind-canon": "cache-pair2-256-canon-v5",
          "scratch-canon": "cache-pair2-128-canon-v5", "scratch-hires": "cache-pair2-256-canon-v5",
          "scratch-kv": "cache-pair2-256-canon-v5", "scratch-aspect": "cache-pair2-256-canon-v5",
-         "aspect-canon": "cache-pair2-128-canon-v5", "aspect-hires": "cache-pair2-256-canon-v5"}  # fmt: skip
+         "aspect-canon": "cache-pair2-128-canon-v5", "aspect-hires": "cache-pair2-256-canon-v5",
+         "aspect-kv": "cache-pair2-256-canon-v5"}  # fmt: skip
 # Stages that train on more caches beside CACHE's (data.mix): (cache, times an epoch) each.
 MIX = {
     "retext-mix": (("cache-lesson-v2", 1), ("cache-centre-v2", 2)),
@@ -204,6 +208,7 @@ MIX["scratch-aspect"] = (
 # worlds from the first step (at 128 px, then at 256 px), so that every stage trains on multi-aspect buckets.
 MIX["aspect-canon"] = tuple((cache.replace("-256", "-128"), times) for cache, times in MIX["scratch-aspect"])
 MIX["aspect-hires"] = MIX["scratch-aspect"]
+MIX["aspect-kv"] = MIX["scratch-aspect"]  # and with KV compression on blocks 4-7, from aspect-hires
 # The grow stage: draw-hires' EMA deepened from 8 to 12 blocks, an identity block after each odd one
 # (pixart.demo.grow), so that deep-hires trains a 13.3M-parameter model from where the 9.1M one stopped.
 GROW_FROM = ("draw-hires", "final")
