@@ -58,17 +58,22 @@ def bucket_mse(
     from pixart.diffusion.losses import GaussianDiffusion
 
     diffusion = GaussianDiffusion.linear(1000)
-    x0, caption, mask = batch["latent"], batch["caption"], batch["caption_mask"]  # (B, C, h, w), (B, L, D), (B, L)
-    c = x0.shape[1]
     out = []
-    for tv in timesteps:
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(tv)))  # (B, C, h, w)
-        t = torch.full((len(x0),), int(tv))
-        xt = diffusion.q_sample(x0, t, noise)
-        pred = model(xt, t, caption, mask)[:, :c]  # (B, C, h, w)
-        target = noise if prediction == "epsilon" else diffusion.velocity(x0, noise, t)
+    for t in timesteps:
+        noise, tt, _, pred = _predict_noised(model, batch, t, diffusion)
+        target = noise if prediction == "epsilon" else diffusion.velocity(batch["latent"], noise, tt)
         out.append(((pred - target) ** 2).mean().item())
     return out
+
+
+def _predict_noised(model: Callable, batch: dict, t: int, diffusion) -> tuple[torch.Tensor, ...]:
+    """(noise, t as a (B,) tensor, x_t, the model's prediction) for `batch` noised at t, with noise seeded by t."""
+    x0 = batch["latent"]  # (B, C, h, w)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(t)))  # (B, C, h, w)
+    tt = torch.full((len(x0),), int(t))
+    xt = diffusion.q_sample(x0, tt, noise)
+    pred = model(xt, tt, batch["caption"], batch["caption_mask"])[:, : x0.shape[1]]  # (B, C, h, w)
+    return noise, tt, xt, pred
 
 
 def is_square(label: str) -> bool:
@@ -126,11 +131,7 @@ def clean_estimates(model: Callable, batch: dict, t: int, prediction: str) -> to
     from pixart.diffusion.losses import GaussianDiffusion
 
     diffusion = GaussianDiffusion.linear(1000)
-    x0 = batch["latent"]  # (B, C, h, w)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(t)))
-    tt = torch.full((len(x0),), int(t))
-    xt = diffusion.q_sample(x0, tt, noise)
-    pred = model(xt, tt, batch["caption"], batch["caption_mask"])[:, : x0.shape[1]]  # (B, C, h, w)
+    _, tt, xt, pred = _predict_noised(model, batch, t, diffusion)
     eps = diffusion.eps_from_output(pred, xt, tt, prediction)
     return diffusion.at("sqrt_recip_acp", tt, xt) * xt - diffusion.at("sqrt_recipm1_acp", tt, xt) * eps
 
@@ -187,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--picture", type=Path, help="also draw the first non-square bucket's clean estimates (PNG)")
     parser.add_argument("--vae", type=Path, help="the VAE folder that decodes --picture (the caches' VAE)")
     args = parser.parse_args(argv)
-    timesteps = args.timesteps
     if args.n < 1:
         parser.error(f"-n {args.n}: must be at least 1")
     if (args.picture is None) != (args.vae is None):
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     shaped = [s for s in batches if not is_square(s)]
     if args.picture and not shaped:
         parser.error("--picture needs a non-square bucket in the caches")
-    table = markdown(probe(models, batches, timesteps), timesteps)
+    table = markdown(probe(models, batches, args.timesteps), args.timesteps)
     print(table, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
